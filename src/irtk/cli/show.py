@@ -1,0 +1,45 @@
+"""``irtk show``: look at records (pretty, schema, count) or convert JSONL <-> Parquet."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from irtk.cli import options as opt
+
+
+def register(app: typer.Typer) -> None:
+    app.command("show", help="Pretty-print records, show their schema or count, or convert JSONL <-> Parquet.")(show)
+
+
+def show(
+    input: opt.Input = None,
+    head: Annotated[Optional[int], typer.Option("--head", "-n", min=0, help="Only the first N records.",
+                                                show_default=False)] = None,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the Arrow schema and provenance.")] = False,
+    count: Annotated[bool, typer.Option("--count", help="Print the number of records.")] = False,
+    output: opt.Output = None,
+    format: opt.Format = None,
+    batch_size: opt.BatchSize = 65536,
+    config: opt.Config = None,
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = 0,
+) -> None:
+    """Pretty-print to the terminal; convert when --format or -o is given or stdout is a
+    .jsonl/.parquet file (``irtk show a.jsonl > a.parquet``)."""
+    from irtk import show as lib
+    from irtk.io import stdout_target
+
+    converting = format is not None or output is not None or (
+        stdout_target() is not None and stdout_target().suffix.lower() in lib.DATA_SUFFIXES
+    )
+    if schema:
+        lib.print_schema(input)
+    elif count:
+        typer.echo(lib.count(input))
+    elif converting:
+        lib.convert(input, output=output, fmt=format, head=head, batch_size=batch_size)
+    else:
+        lib.pretty(input, head=head)
+

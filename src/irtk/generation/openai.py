@@ -1,0 +1,99 @@
+"""OpenAI-compatible backend: ``vllm serve``, SGLang, ``transformers serve`` or a hosted API.
+
+Requests of one batch go out concurrently, at most ``max_concurrency`` at a time. The official
+``openai`` client does the HTTP: timeouts, and retries with exponential backoff on connection
+errors, 408/409/429 and 5xx (``max_retries``). The key comes from ``IRTK_API_KEY`` or
+``OPENAI_API_KEY`` (local servers accept any).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from irtk.errors import BackendError, UsageError
+from irtk.generation import Conversation, Generation, SamplingParams
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 16,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        **_: Any,
+    ) -> None:
+        base_url = base_url or os.environ.get("IRTK_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+        if not base_url:
+            raise UsageError("--backend openai needs --base-url (or IRTK_BASE_URL), e.g. http://127.0.0.1:8000/v1")
+        self.model = model
+        self.base_url = base_url
+        self.api_key = api_key or os.environ.get("IRTK_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.max_concurrency = max(1, max_concurrency)
+        self.timeout = timeout
+        self.max_retries = max_retries
+
+    def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Generation]:
+        return asyncio.run(self._chat_all(list(conversations), params))
+
+    async def _chat_all(self, conversations: list[Conversation], params: SamplingParams) -> list[Generation]:
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
+                                    timeout=self.timeout, max_retries=self.max_retries)
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(i: int, conv: Conversation) -> Generation:
+            async with gate:
+                return await self._chat_one(client, conv, params, i)
+
+        try:
+            return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations))))
+        finally:
+            await client.close()
+
+    async def _chat_one(self, client: Any, conv: Conversation, params: SamplingParams, i: int) -> Generation:
+        import openai
+
+        extra: dict[str, Any] = {"repetition_penalty": params.repetition_penalty}
+        if params.top_k:
+            extra["top_k"] = params.top_k  # vLLM/SGLang extension; ignored by plain OpenAI
+        try:
+            resp = await client.chat.completions.create(
+                model=self.model,
+                messages=conv,
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                stop=list(params.stop) or None,
+                # One seed per request: equal conversations in a batch still sample independently.
+                seed=None if params.seed is None else params.seed + i,
+                logprobs=params.logprobs or None,
+                extra_body=extra,
+            )
+        except openai.APIConnectionError as e:
+            raise BackendError(f"cannot reach OpenAI-compatible server at {self.base_url}: {e}") from None
+        except openai.APIStatusError as e:
+            raise BackendError(f"{self.base_url} answered {e.status_code}: {e.message}") from None
+        choice = resp.choices[0]
+        usage = resp.usage
+        logprobs = tokens = None
+        if params.logprobs and choice.logprobs and choice.logprobs.content:
+            logprobs = [t.logprob for t in choice.logprobs.content]
+            tokens = [t.token for t in choice.logprobs.content]
+        return Generation(
+            text=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=choice.finish_reason or "stop",
+            logprobs=logprobs,
+            tokens=tokens,
+        )

