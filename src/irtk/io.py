@@ -127,6 +127,8 @@ class RecordReader:
     ``shard`` keeps one slice. Unknown fields are kept as they are.
     """
 
+    BLOCK_SIZE = 1 << 22  # bytes of JSONL parsed per Arrow block on the fast path
+
     def __init__(
         self,
         source: str | Path | None = None,
@@ -333,21 +335,52 @@ class RecordReader:
                              source=self.name) from None
 
     def _jsonl_arrow(self) -> Iterator[pa.RecordBatch]:
+        # pyarrow's streaming JSON reader holds memory in proportion to the input; parsing
+        # line-aligned blocks one at a time (multi-threaded inside each) keeps it flat.
         import pyarrow.json as pj
 
-        try:
-            reader = pj.open_json(self.path, read_options=pj.ReadOptions(block_size=1 << 24))
-            for batch in reader:
-                self.rows_read += batch.num_rows
-                yield batch
-        except pa.ArrowException as e:
-            # pyarrow names no line: rescan with the dict reader, which does.
-            rescan = RecordReader(self.path, allow_empty=True)
-            for _ in rescan.rows():
-                pass
-            raise InputError(f"cannot read as JSON records: {e}", source=self.name) from None
+        schema: pa.Schema | None = None
+        first_line = 1
+        with open(self.path, "rb") as f:  # type: ignore[arg-type]
+            while True:
+                block = f.read(self.BLOCK_SIZE)
+                if not block:
+                    break
+                block += f.readline()
+                options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error") \
+                    if schema is not None else pj.ParseOptions()
+                try:
+                    table = pj.read_json(pa.BufferReader(block), parse_options=options)
+                except pa.ArrowException as e:
+                    raise self._locate_in_block(block, first_line, options, e) from None
+                schema = schema or table.schema
+                self.rows_read += table.num_rows
+                first_line += block.count(b"\n")
+                yield from table.to_batches()
         if self.rows_read == 0 and not self.allow_empty:
             raise InputError("empty input: no records", source=self.name)
+
+    def _locate_in_block(self, block: bytes, first_line: int, options: Any, err: Exception) -> InputError:
+        """pyarrow names no line: find the first line of the block that fails on its own."""
+        import pyarrow.json as pj
+
+        for offset, raw in enumerate(block.split(b"\n")):
+            if not raw.strip():
+                continue
+            line_no = first_line + offset
+            where = {"source": self.name, "row": line_no, "unit": "line"}
+            try:
+                json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                return InputError("not valid UTF-8", **where)
+            except json.JSONDecodeError as e:
+                return InputError(f"invalid JSON: {e.msg} at column {e.colno}", **where)
+            try:
+                pj.read_json(pa.BufferReader(raw), parse_options=options)
+            except pa.ArrowException as e:
+                reason = str(e).split("\n")[0]
+                return InputError(f"does not fit the columns of the lines before it: {reason}", **where)
+        return InputError(f"cannot read as JSON records: {err}", source=self.name)
 
 
 def _chain_first(first: bytes, stream: IO[bytes]) -> Iterator[bytes]:
@@ -564,6 +597,11 @@ class RecordWriter:
         if self._closed:
             return
         self._closed = True
+        if self._pq is not None:
+            try:  # finish the writer so its destructor does not write into a dropped file
+                self._pq.close()
+            except (OSError, ValueError, pa.ArrowException):
+                pass
         if self._tmp is not None:
             self._fh.close()
             self._tmp.unlink(missing_ok=True)

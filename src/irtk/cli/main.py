@@ -12,7 +12,6 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 
 from irtk import __version__
@@ -56,7 +55,20 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _drop_empty_redirect() -> None:
+    """After a failure, remove the empty file a shell created for ``> out.parquet``."""
+    from irtk.io import stdout_target
+
+    target = stdout_target()
+    try:
+        if target is not None and os.fstat(1).st_size == 0:
+            target.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _fail(message: str, code: int) -> int:
+    _drop_empty_redirect()
     runtime.console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
     return code
 
@@ -85,7 +97,7 @@ def run(argv: list[str] | None = None) -> int:
         try:
             result = command.main(args=argv, prog_name="irtk", standalone_mode=False)
             sys.stdout.flush()
-        except click.exceptions.Exit as e:  # --help, --version, typer.Exit
+        except typer.Exit as e:  # --help, --version
             sys.stdout.flush()
             return e.exit_code
         return result if isinstance(result, int) else 0
@@ -95,9 +107,9 @@ def run(argv: list[str] | None = None) -> int:
         return 141
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    except click.exceptions.Abort:
+    except typer.Abort:
         return _fail("interrupted", 130)
-    except click.ClickException as e:  # usage errors: click's own one-line message
+    except typer.TyperException as e:  # usage errors: the parser's own message
         e.show(file=sys.stderr)
         return e.exit_code
     except IrtkError as e:

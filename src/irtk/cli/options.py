@@ -16,7 +16,6 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 from irtk.cli import runtime
@@ -60,14 +59,14 @@ def load_config(path: Path) -> dict:
     return data
 
 
-def _apply_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+def _apply_config(ctx: typer.Context, param: object, value: Path | None) -> Path | None:
     if value is None:
         return None
     data = load_config(value)
     command = ctx.command.name or ""
     defaults: dict[str, object] = {}
     names = {p.name for p in ctx.command.params if p.name}
-    commands = set(ctx.parent.command.commands) if ctx.parent and isinstance(ctx.parent.command, click.Group) else set()
+    commands = set(getattr(ctx.parent.command, "commands", {})) if ctx.parent else set()
     for key, val in data.items():
         if isinstance(val, dict) and key in commands:
             if key == command:
