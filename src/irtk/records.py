@@ -149,6 +149,9 @@ TRAJECTORY = RecordType(
         pa.field("intents", pa.list_(pa.string())),
         pa.field("dialogue", pa.list_(MESSAGE)),
         pa.field("render", pa.string()),
+        # The seed's own (or the LLM-extracted) shallow/deep intents and rubric, kept for reference.
+        pa.field("seed_intents", INTENTS),
+        pa.field("rubric", pa.list_(pa.string())),
     ),
     frozenset({"id", "simple_query", "intents"}),
     "one simulated user's path through a C-DAG (`irtk expand` output)",

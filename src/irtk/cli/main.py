@@ -21,6 +21,7 @@ from irtk.cli import runtime
 COMMAND_MODULES = [
     "irtk.cli.show",
     "irtk.cli.models",
+    "irtk.cli.expand",
 ]
 
 

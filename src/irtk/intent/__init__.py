@@ -1,0 +1,1 @@
+"""IntentRL: intent refinement graphs (C-DAG), trajectories, user simulation and rewards."""

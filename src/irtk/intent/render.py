@@ -1,0 +1,120 @@
+"""Dialogues along trajectories: a deterministic template, or LLM role-play of agent and user.
+
+The LLM rendering is batched across trajectories: at turn t one ``backend.chat`` call writes the
+agent's question for every trajectory that has a turn t, then one call writes every user's
+answer. A reply that comes back empty falls back to the template text for that message (counted,
+so a run with a weak model says how often that happened).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from irtk.generation import SamplingParams
+from irtk.intent import prompts
+
+
+def template_question(step: Mapping) -> str:
+    options = "; ".join(step["options"])
+    return f"{step['question']} Options: {options}."
+
+
+def template_answer(step: Mapping) -> str:
+    intent = step.get("intent") or ""
+    # An explicit "I want ..." intent is the user's own voice; the fallback phrasing is not.
+    if intent.startswith("I want") and not intent.startswith("I want:"):
+        return f"{step['choice']}. {intent}"
+    return f"{step['choice']}."
+
+
+def template_dialogue(steps: Sequence[Mapping]) -> list[dict]:
+    """The assistant asks each question with its options; the user names the chosen option."""
+    dialogue = []
+    for step in steps:
+        dialogue.append({"role": "assistant", "content": template_question(step)})
+        dialogue.append({"role": "user", "content": template_answer(step)})
+    return dialogue
+
+
+@dataclass
+class RenderCounts:
+    calls: int = 0  # backend.chat calls
+    messages: int = 0
+    fallbacks: int = 0  # empty replies replaced by the template
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _transcript(dialogue: Sequence[Mapping]) -> str:
+    names = {"assistant": "Assistant", "user": "User"}
+    return "\n".join(f"{names[m['role']]}: {m['content']}" for m in dialogue)
+
+
+def _with_history(dialogue: Sequence[Mapping], text: str) -> str:
+    if not dialogue:
+        return text
+    return f"Conversation so far:\n{_transcript(dialogue)}\n\n{text}"
+
+
+def llm_dialogues(backend: Any, items: Sequence[tuple[str, Sequence[Mapping], Sequence[str]]],
+                  params: SamplingParams, counts: RenderCounts | None = None,
+                  batched: bool = True) -> list[list[dict]]:
+    """Role-play a dialogue for each ``(simple_query, steps, intents)``.
+
+    ``batched=False`` sends one trajectory per call (the baseline the benchmark compares with);
+    the output is the same kind, only the call pattern differs.
+    """
+    counts = counts if counts is not None else RenderCounts()
+    dialogues: list[list[dict]] = [[] for _ in items]
+    longest = max((len(steps) for _, steps, _ in items), default=0)
+    for t in range(longest):
+        live = [i for i, (_, steps, _) in enumerate(items) if len(steps) > t]
+        agent = []
+        for i in live:
+            simple, steps, _ = items[i]
+            step = steps[t]
+            ask = prompts.agent_turn(simple, step["question"], step["options"])
+            agent.append([{"role": "system", "content": prompts.AGENT_SYSTEM},
+                          {"role": "user", "content": _with_history(dialogues[i], ask)}])
+        questions = _chat(backend, agent, params, counts, batched)
+        for i, text in zip(live, questions, strict=True):
+            step = items[i][1][t]
+            dialogues[i].append({"role": "assistant", "content": _or_template(text, template_question(step), counts)})
+        users = []
+        for i in live:
+            simple, steps, intents = items[i]
+            step = steps[t]
+            history = dialogues[i][:-1]
+            ask = prompts.user_turn(dialogues[i][-1]["content"], step["choice"])
+            users.append([{"role": "system", "content": prompts.user_system(simple, intents)},
+                          {"role": "user", "content": _with_history(history, ask)}])
+        answers = _chat(backend, users, params, counts, batched)
+        for i, text in zip(live, answers, strict=True):
+            step = items[i][1][t]
+            dialogues[i].append({"role": "user", "content": _or_template(text, template_answer(step), counts)})
+    return dialogues
+
+
+def _chat(backend: Any, conversations: list, params: SamplingParams, counts: RenderCounts,
+          batched: bool) -> list[str]:
+    groups = [conversations] if batched else [[c] for c in conversations]
+    texts = []
+    for group in groups:
+        generations = backend.chat(group, params)
+        counts.calls += 1
+        for g in generations:
+            counts.prompt_tokens += g.prompt_tokens
+            counts.completion_tokens += g.completion_tokens
+            texts.append(g.text)
+    counts.messages += len(texts)
+    return texts
+
+
+def _or_template(text: str, fallback: str, counts: RenderCounts) -> str:
+    text = (text or "").strip()
+    if text:
+        return text
+    counts.fallbacks += 1
+    return fallback
