@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "irtk.cli.show",
     "irtk.cli.models",
     "irtk.cli.expand",
+    "irtk.cli.index",
+    "irtk.cli.retrieve",
 ]
 
 

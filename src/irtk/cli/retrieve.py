@@ -1,0 +1,103 @@
+"""``irtk retrieve``: search an index folder; hits or a TREC run; metrics against qrels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from irtk.cli import options as opt
+from irtk.cli.index import Device
+
+
+def register(app: typer.Typer) -> None:
+    app.command("retrieve", help="Search an index for each query (qid, query, optional image); "
+                                 "hits, TREC runs and MRR/NDCG/Recall against qrels.")(retrieve)
+
+
+def retrieve(
+    input: opt.Input = None,
+    index: Annotated[Optional[Path], typer.Option("--index", "-i", envvar="IRTK_INDEX",
+                                                  help="Index folder from `irtk index`.", show_default=False)] = None,
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Hits per query.")] = 100,
+    output: opt.Output = None,
+    format: Annotated[Optional[str], typer.Option("--format", envvar="IRTK_FORMAT",
+                                                  help="jsonl, parquet or trec (qid Q0 docid rank score tag); "
+                                                       "default from -o's extension (.trec/.run: trec).",
+                                                  show_default=False)] = None,
+    qrels: Annotated[Optional[Path], typer.Option("--qrels", help="TREC (4-column) or WebQA (3-column) qrels: "
+                                                  "print MRR@10, NDCG@10, Recall@5/20/100, Hit@1.",
+                                                  show_default=False)] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", help="Evaluate this run (TREC or hits) against "
+                                                "--qrels; no index needed.", show_default=False)] = None,
+    metrics_out: Annotated[Optional[Path], typer.Option("--metrics-out", help="Also write the metrics as JSON here.",
+                                                        show_default=False)] = None,
+    tag: Annotated[str, typer.Option("--tag", help="Run tag (TREC column 6).")] = "irtk",
+    search_params: Annotated[Optional[str], typer.Option("--search-params", help="faiss parameters, e.g. "
+                                                         "nprobe=32 or efSearch=128.", show_default=False)] = None,
+    mmap: Annotated[Optional[bool], typer.Option("--mmap/--no-mmap", help="Memory-map the index (default: when "
+                                                 "it is over half the free memory).", show_default=False)] = None,
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Check/override the index's encoder "
+                                                   "(must match it).", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Encoder model (with --encoder).",
+                                                 show_default=False)] = None,
+    device: Device = None,
+    batch_size: opt.BatchSize = 64,
+    config: opt.Config = None,
+    progress: opt.ProgressOpt = None,
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = 0,
+) -> None:
+    """Hits go to stdout or -o; metrics (with --qrels) go to stderr, or to stdout as JSON when
+    evaluating an existing --run."""
+    from irtk.cli import runtime
+    from irtk.errors import UsageError
+    from irtk.retrieval import search as lib
+
+    if run is not None:
+        if qrels is None:
+            raise UsageError("--run needs --qrels")
+        result = lib.evaluate_run(run, qrels)
+        _save(metrics_out, result)
+        typer.echo(json.dumps(result))
+        return
+    if index is None:
+        raise UsageError("irtk retrieve needs --index FOLDER (or --run with --qrels)")
+    enc = None
+    if encoder is not None:
+        from irtk.retrieval.encoders import get_encoder
+
+        enc = get_encoder(encoder, model, device=device)
+    factory = None
+    if device is not None:
+        from irtk.retrieval.encoders import encoder_from_config
+
+        def factory(cfg: dict):  # noqa: ANN202 - the index's own encoder on the chosen device
+            return encoder_from_config(cfg, device=device)
+    with runtime.progress("searching") as advance:
+        result = lib.retrieve(input, index, k=k, output=output, fmt=format, batch_size=batch_size,
+                              encoder=enc, encoder_factory=factory, qrels=qrels, tag=tag, mmap=mmap,
+                              search_params=search_params, progress=advance)
+    if result is not None:
+        _save(metrics_out, result)
+        if not quiet:
+            runtime.console.print(format_metrics(result))
+
+
+def format_metrics(result: dict) -> str:
+    from irtk.retrieval.metrics import METRICS
+
+    cells = "  ".join(f"{m} {result[m]:.4f}" for m in METRICS)
+    extra = f"  ({result['queries']} judged queries"
+    if result["queries_missing_from_run"]:
+        extra += f", {result['queries_missing_from_run']} missing from the run"
+    return cells + extra + ")"
+
+
+def _save(path: Path | None, result: dict) -> None:
+    if path is not None:
+        from irtk.io import make_provenance
+
+        path.write_text(json.dumps({**result, "provenance": make_provenance("retrieve")}, indent=2) + "\n")
