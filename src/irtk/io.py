@@ -314,12 +314,12 @@ class RecordReader:
             return self._parquet_arrow()
         if self.path is None or not self.path.is_file():
             return None
-        first_line = (self._head + self._stream.readline())
+        first_line = self._head + self._stream.readline()
         try:
-            keys = json.loads(first_line).keys()
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            keys = None  # let the dict path report the exact problem
-        if keys is None or detect(keys) is not None:
+            first = json.loads(first_line)
+        except (ValueError, UnicodeDecodeError):
+            first = None  # let the dict path report the exact problem
+        if not isinstance(first, dict) or detect(first) is not None:
             self._stream.seek(0)
             self._head = self._stream.read(4)
             return None

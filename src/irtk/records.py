@@ -374,15 +374,21 @@ def decode_row(row: dict, fields: Iterable[pa.Field]) -> dict:
     return row
 
 
-def detect(keys: Iterable[str]) -> RecordType | None:
-    """The record type whose codec fields appear in ``keys`` (for typing untyped JSONL)."""
-    keys = set(keys)
-    # Most specific first: a trajectory also has every field a seed requires.
+def detect(row: Mapping) -> RecordType | None:
+    """The record type, among those with codec fields, that ``row`` is (for untyped JSONL).
+
+    Most specific first (a trajectory has every field a seed requires); a type counts only if
+    the row validates against it, so a seed is not mistaken for a trajectory.
+    """
     for rt in sorted(RECORD_TYPES.values(), key=lambda t: -len(t.required)):
-        if codec_fields(rt.schema) and rt.required <= keys and any(
-            f.name in keys for f in codec_fields(rt.schema)
-        ):
-            return rt
+        fields = codec_fields(rt.schema)
+        if not fields or not any(row.get(f.name) is not None for f in fields):
+            continue
+        try:
+            rt.validate(row)
+        except InputError:
+            continue
+        return rt
     return None
 
 

@@ -50,7 +50,7 @@ def convert(
 
             for rows in reader.batches():
                 if writer.known is None and rows:
-                    detected = detect(rows[0].keys())
+                    detected = detect(rows[0])
                     if detected is not None:
                         writer.known = detected.schema
                 if left is not None:

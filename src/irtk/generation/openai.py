@@ -63,9 +63,14 @@ class OpenAIBackend:
     async def _chat_one(self, client: Any, conv: Conversation, params: SamplingParams, i: int) -> Generation:
         import openai
 
-        extra: dict[str, Any] = {"repetition_penalty": params.repetition_penalty}
+        # Standard fields always go out explicitly; vLLM/SGLang extensions only when they are
+        # not neutral, since strict servers (transformers serve, hosted APIs) reject unknown fields.
+        extra: dict[str, Any] = {}
+        if params.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = params.repetition_penalty
         if params.top_k:
-            extra["top_k"] = params.top_k  # vLLM/SGLang extension; ignored by plain OpenAI
+            extra["top_k"] = params.top_k
+        omit = openai.NOT_GIVEN
         try:
             resp = await client.chat.completions.create(
                 model=self.model,
@@ -73,11 +78,11 @@ class OpenAIBackend:
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
                 top_p=params.top_p,
-                stop=list(params.stop) or None,
+                stop=list(params.stop) or omit,
                 # One seed per request: equal conversations in a batch still sample independently.
-                seed=None if params.seed is None else params.seed + i,
-                logprobs=params.logprobs or None,
-                extra_body=extra,
+                seed=omit if params.seed is None else params.seed + i,
+                logprobs=params.logprobs or omit,
+                extra_body=extra or None,
             )
         except openai.APIConnectionError as e:
             raise BackendError(f"cannot reach OpenAI-compatible server at {self.base_url}: {e}") from None

