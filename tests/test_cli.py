@@ -192,3 +192,17 @@ def test_memory_stays_flat_as_input_grows(tmp_path, via_stdin):
     assert pq.read_metadata(tmp_path / "o.parquet").num_rows == 400_000
     ratio = large_kb / peak(small)
     assert ratio < 1.5, f"peak RSS grew {ratio:.2f}x for 10x the input"
+
+
+def test_shard_outputs_concatenate_back_to_the_whole(records, tmp_path):
+    parts = []
+    for k in range(3):
+        part = tmp_path / f"part-{k}.parquet"
+        r = run_irtk("show", str(records), "-o", str(part), "--format", "parquet", "--shard", f"{k}/3")
+        assert r.returncode == 0, r.stderr
+        parts.append(str(part))
+    assert run_irtk("show", *parts, "--count").stdout.strip() == b"50"
+    r = run_irtk("show", *parts, "-o", str(tmp_path / "all.parquet"))
+    assert r.returncode == 0, r.stderr
+    ids = sorted(pq.read_table(tmp_path / "all.parquet").column("id").to_pylist(), key=lambda s: int(s[1:]))
+    assert ids == [f"r{i}" for i in range(50)]

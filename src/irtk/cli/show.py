@@ -14,7 +14,11 @@ def register(app: typer.Typer) -> None:
 
 
 def show(
-    input: opt.Input = None,
+    inputs: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Input files (JSONL or Parquet), read in order; none or '-' reads stdin. "
+                            "Several inputs concatenate (e.g. shard outputs).", show_default=False),
+    ] = None,
     head: Annotated[Optional[int], typer.Option("--head", "-n", min=0, help="Only the first N records.",
                                                 show_default=False)] = None,
     schema: Annotated[bool, typer.Option("--schema", help="Print the Arrow schema and provenance.")] = False,
@@ -22,6 +26,7 @@ def show(
     output: opt.Output = None,
     format: opt.Format = None,
     batch_size: opt.BatchSize = 65536,
+    shard: opt.ShardOpt = None,
     config: opt.Config = None,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = 0,
@@ -34,12 +39,17 @@ def show(
     converting = format is not None or output is not None or (
         stdout_target() is not None and stdout_target().suffix.lower() in lib.DATA_SUFFIXES
     )
+    from irtk.io import Shard
+
+    sources = inputs or [None]
+    # Only an explicit --shard: a viewer inside a Slurm array task should still see everything.
+    part = Shard.parse(shard) if shard else None
     if schema:
-        lib.print_schema(input)
+        lib.print_schema(sources[0])
     elif count:
-        typer.echo(lib.count(input))
+        typer.echo(sum(lib.count(s) for s in sources))
     elif converting:
-        lib.convert(input, output=output, fmt=format, head=head, batch_size=batch_size)
+        lib.convert(sources, output=output, fmt=format, head=head, batch_size=batch_size, shard=part)
     else:
-        lib.pretty(input, head=head)
+        lib.pretty(sources, head=head)
 
