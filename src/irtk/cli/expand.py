@@ -47,6 +47,8 @@ def expand(
                                           help="Sentence embedder for merging questions.")] = "minilm-l6",
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token budget per graph-building "
                                             "reply.")] = 1024,
+    render_max_tokens: Annotated[int, typer.Option("--render-max-tokens", min=1, help="Token budget per "
+                                                   "rendered message (--render llm).")] = 96,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature for "
                                                "graph building (rendering uses at least 0.7).")] = 0.3,
     backend: opt.Backend = "hf",
@@ -72,7 +74,8 @@ def expand(
         render=render, backend=backend, model=model, base_url=base_url, build=build, retries=retries,
         max_paths=max_paths or None,
         limits=GraphLimits(max_nodes=max_nodes, min_options=min_options, max_options=max_options),
-        merge_threshold=merge_threshold, embedder=embedder, max_tokens=max_tokens, temperature=temperature,
+        merge_threshold=merge_threshold, embedder=embedder, max_tokens=max_tokens,
+        render_max_tokens=render_max_tokens, temperature=temperature,
         seed=seed, batch_size=batch_size, rejects=rejects, report=report, draw_dir=draw,
     )
     cfg.check()
