@@ -120,3 +120,14 @@ def test_exponential_graphs_are_counted_and_sampled_without_enumeration():
     picked = t.ranks(max_paths=5, seed=1)
     assert len(picked) == 5 and picked == sorted(picked)
     assert [v.node_id for v in t.path(picked[0])] == [f"n{i}" for i in range(40)]
+
+
+def test_walk_and_unranking_agree():
+    for g in (HEAT, SHARED, WAITING, json.loads(APPENDIX_JSON)):
+        t = Traversal(g)
+        walked = list(t.walk())
+        assert walked == [t.path(r) for r in range(t.count())]
+        assert [p for _, p in t.paths()] == walked
+        sampled = list(t.paths(max_paths=2, seed=3))
+        assert [r for r, _ in sampled] == t.ranks(max_paths=2, seed=3)
+        assert all(p == walked[r] for r, p in sampled)

@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from irtk.errors import InputError
 from irtk.generation import Conversation, SamplingParams
 from irtk.intent import prompts
 from irtk.intent.graph import GraphLimits, merge_similar, node_texts, normalize_graph, validate_graph
+
+
+# An intent list fits in far fewer tokens than a graph; a model that rambles stops sooner.
+INTENT_MAX_TOKENS = 256
 
 
 class ReplyError(ValueError):
@@ -168,11 +172,13 @@ def build_graphs(seeds: Sequence[Mapping], backend: Any, settings: BuildSettings
     for seed in seeds:
         shallow, deep = _seed_intents(seed)
         results.append(BuildResult(simple_query=seed.get("simple_query"), shallow=shallow, deep=deep))
-    retries, params = settings.retries, settings.params
+    retries, graph_params = settings.retries, settings.params
+    intent_params = replace(graph_params, max_tokens=min(graph_params.max_tokens, INTENT_MAX_TOKENS))
 
     def run(stage: str, idx: list[int], convs: list[Conversation], parsers: list[Callable]) -> list[tuple[int, Any]]:
         if not idx:
             return []
+        params = intent_params if stage in ("extract", "deep") else graph_params
         done = []
         for i, answer in zip(idx, ask_json(backend, convs, parsers, params, retries), strict=True):
             results[i].attempts += answer.calls

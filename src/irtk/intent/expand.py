@@ -190,7 +190,6 @@ def trajectory_rows(seed: Mapping, graph: Mapping, extra: Mapping, config: Expan
     if not config.max_paths and total > PATH_SAFETY_LIMIT:
         raise GraphError(f"{total} paths (more than {PATH_SAFETY_LIMIT}); cap them with --max-paths",
                          field="graph")
-    ranks = traversal.ranks(config.max_paths or None, seed=f"{config.seed}:{seed['id']}")
     passthrough = {k: v for k, v in seed.items() if k not in ("intents", "graph")}
     intents = seed.get("intents")
     base = {**passthrough, **extra}
@@ -198,8 +197,8 @@ def trajectory_rows(seed: Mapping, graph: Mapping, extra: Mapping, config: Expan
         base["seed_intents"] = intents
     simple = base.get("simple_query") or graph["root_node"]
     rows = []
-    for rank in ranks:
-        steps = steps_of(graph, traversal.path(rank))
+    for rank, visits in traversal.paths(config.max_paths or None, seed=f"{config.seed}:{seed['id']}"):
+        steps = steps_of(graph, visits)
         rows.append({**base, "id": f"{seed['id']}/{rank}", "seed_id": seed["id"], "query": seed["query"],
                      "simple_query": simple, "graph": graph, "path": steps,
                      "intents": [s["intent"] for s in steps]})

@@ -25,7 +25,7 @@ unranking random path numbers, so ``max_paths`` never enumerates an exponential 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 State = tuple[tuple[str, ...], frozenset[str]]
@@ -110,6 +110,31 @@ class Traversal:
                     break
                 rank -= n
         return visits
+
+    def walk(self) -> Iterator[list[Visit]]:
+        """Every path in depth-first order (rank 0, 1, ...), without counting or unranking."""
+        trail: list[Visit] = []
+
+        def go(state: State) -> Iterator[list[Visit]]:
+            stack = state[0]
+            if not stack:
+                yield list(trail)
+                return
+            for choice in range(len(self.nodes[stack[-1]]["options"])):
+                trail.append(Visit(stack[-1], choice, tuple(reversed(stack))))
+                yield from go(self.step(state, choice))
+                trail.pop()
+
+        yield from go(self.initial())
+
+    def paths(self, max_paths: int | None = None, seed: int | str = 0) -> Iterator[tuple[int, list[Visit]]]:
+        """(rank, path) for the paths to emit: all of them in order, or a seeded sample of ranks."""
+        ranks = self.ranks(max_paths, seed)
+        if len(ranks) == self.count():
+            yield from enumerate(self.walk())
+        else:
+            for rank in ranks:
+                yield rank, self.path(rank)
 
     def ranks(self, max_paths: int | None = None, seed: int | str = 0) -> list[int]:
         """Path numbers to emit: all of them, or ``max_paths`` drawn uniformly (seeded), sorted."""
