@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "irtk.cli.show",
     "irtk.cli.models",
     "irtk.cli.expand",
+    "irtk.cli.simulate",
     "irtk.cli.index",
     "irtk.cli.retrieve",
 ]

@@ -1,0 +1,156 @@
+"""Clarifier policies: a model, and the baselines of the comparison tables.
+
+- ``model``  any backend/model/checkpoint, prompted as the paper describes its agent; with
+  ``allow_stop`` it may answer STOP when it knows enough (beyond the paper, which always asks T);
+- ``oracle`` asks the trajectory's own next graph question, an upper bound;
+- ``random`` asks a random not-yet-asked question of the trajectory's graph;
+- ``none``   asks nothing (no clarification).
+
+Every policy answers one turn for all live dialogues at once, so a model policy makes one
+backend call per turn.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from irtk.errors import UsageError
+from irtk.generation import SamplingParams
+from irtk.intent import clarify_prompts as prompts
+from irtk.intent.episode import Episode, node_question
+from irtk.intent.render import template_question
+
+POLICIES = ("model", "oracle", "random", "none")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A policy's move: a question, an explicit stop (``stop``), or nothing left to ask (text None)."""
+
+    text: str | None
+    node_id: str | None = None
+    stop: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class NoPolicy:
+    name = "none"
+
+    def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
+        return [Ask(None) for _ in episodes]
+
+
+class OraclePolicy:
+    """The trajectory's next question: the upper bound a clarifier could reach on this user."""
+
+    name = "oracle"
+
+    def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
+        moves = []
+        for e in episodes:
+            path = e.path
+            if turn > len(path):
+                moves.append(Ask(None))
+                continue
+            step = path[turn - 1]
+            node_id = step.get("node_id")
+            if step.get("question") and step.get("options") is not None:
+                text = template_question(step)
+            elif node_id in e.graph.get("nodes", {}):
+                text = node_question(e.graph, node_id)
+            else:
+                text = str(step.get("question") or "")
+            moves.append(Ask(text, node_id=node_id))
+        return moves
+
+
+class RandomPolicy:
+    """A uniformly random unasked node of the graph; seeded per dialogue id, so reproducible."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._rngs: dict[str, random.Random] = {}
+
+    def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
+        moves = []
+        for e in episodes:
+            rng = self._rngs.setdefault(e.id, random.Random(f"{self.seed}:{e.id}"))
+            left = sorted(n for n in e.graph.get("nodes", {}) if n not in set(e.asked_nodes))
+            if not left:
+                moves.append(Ask(None))
+                continue
+            node_id = rng.choice(left)
+            moves.append(Ask(node_question(e.graph, node_id), node_id=node_id))
+        return moves
+
+    def forget(self, episodes: Sequence[Episode]) -> None:
+        for e in episodes:
+            self._rngs.pop(e.id, None)
+
+
+_LABEL = re.compile(r"^\s*(?:\*\*)?question\s*:\s*(?:\*\*)?\s*", re.IGNORECASE)
+
+
+def clean_question(text: str) -> str:
+    """The agent's turn without surrounding blank space and a leading 'Question:' label."""
+    return _LABEL.sub("", text.strip(), count=1).strip()
+
+
+def is_stop(text: str) -> bool:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first.strip(" .!*\"'`").upper() == prompts.STOP_WORD
+
+
+class ModelPolicy:
+    """An LLM clarifier behind any generation backend."""
+
+    name = "model"
+
+    def __init__(self, backend: Any, params: SamplingParams, *, allow_stop: bool = False) -> None:
+        self.backend = backend
+        self.params = params
+        self.allow_stop = allow_stop
+        self.system = prompts.CLARIFIER_SYSTEM + (prompts.STOP_RULE if allow_stop else "")
+
+    def conversation(self, episode: Episode) -> list[dict]:
+        messages = [{"role": "system", "content": self.system},
+                    {"role": "user", "content": prompts.CLARIFIER_REQUEST.format(query=episode.query)}]
+        for question, answer in episode.exchanges():
+            messages.append({"role": "assistant", "content": question})
+            messages.append({"role": "user", "content": answer})
+        return messages
+
+    def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
+        # A different seed per turn: the same seed every turn would replay the same random draws.
+        params = self.params if self.params.seed is None else replace(self.params, seed=self.params.seed + turn)
+        generations = self.backend.chat([self.conversation(e) for e in episodes], params)
+        moves = []
+        for g in generations:
+            text = clean_question(g.text)
+            stop = self.allow_stop and is_stop(text)
+            moves.append(Ask(text, stop=stop, prompt_tokens=g.prompt_tokens,
+                             completion_tokens=g.completion_tokens))
+        return moves
+
+
+def make_policy(name: str, *, backend: Any = None, params: SamplingParams | None = None,
+                allow_stop: bool = False, seed: int = 0) -> Any:
+    """A policy by name; ``model`` needs a backend."""
+    if name == "model":
+        if backend is None:
+            raise UsageError("--policy model needs a generation backend")
+        return ModelPolicy(backend, params or SamplingParams(), allow_stop=allow_stop)
+    if name == "oracle":
+        return OraclePolicy()
+    if name == "random":
+        return RandomPolicy(seed)
+    if name == "none":
+        return NoPolicy()
+    raise UsageError(f"--policy must be one of {', '.join(POLICIES)}, got {name!r}")

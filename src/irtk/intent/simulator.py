@@ -1,0 +1,107 @@
+"""The simulated user: an embedding gate, then an answer grounded in the matched intent.
+
+The gate (``irtk.intent.gate``, the same one the rewards use) calls a question *redundant* or
+*irrelevant* and the user answers with negative feedback; otherwise the user answers about the
+intent the question matched:
+
+- ``template`` (the default): the option the user chose at that graph node followed by the
+  intent, exactly as ``irtk expand`` renders expert dialogues ("Europe. I want the report to
+  focus on Europe."), or the intent alone where no path step holds it. Deterministic, never
+  strays from the latent intents, and costs no generation.
+- ``llm``: a backend role-plays the user from the request and the matched intent, one batched
+  call per turn for every answered question (the paper's setup, with a strong model). An empty
+  reply falls back to the template answer and is counted.
+
+The template user is the default because the simulator's job is to be faithful to the latent
+intents: with the embedded 135M model as the user, answers drift from (or contradict) the intent
+they were grounded in, which then misleads the clarifier's next turn and the summary, and the
+intent metrics — decided by the gate, not by the answer — would not change. Use ``--user llm``
+with a strong ``--user-model`` to reproduce the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from irtk.errors import UsageError
+from irtk.generation import SamplingParams
+from irtk.intent import clarify_prompts as prompts
+from irtk.intent.episode import Episode
+from irtk.intent.gate import ANSWERED, EmbeddingGate, Verdict
+from irtk.intent.render import template_answer
+
+USERS = ("template", "llm")
+
+# Re-exported: the gate is the first half of the simulated user.
+__all__ = ["USERS", "EmbeddingGate", "LLMUser", "Reply", "TemplateUser", "make_user", "template_reply"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def negative_feedback(verdict: Verdict) -> str:
+    return prompts.NEGATIVE_FEEDBACK[verdict.verdict]
+
+
+def template_reply(episode: Episode, intent: str) -> str:
+    """The user's answer about ``intent``: their chosen option and the intent, as in expand."""
+    for step in episode.path:
+        if step.get("intent") == intent and step.get("choice"):
+            return template_answer(step)
+    return intent if intent.endswith((".", "!", "?")) else intent + "."
+
+
+class TemplateUser:
+    name = "template"
+    fallbacks = 0
+
+    def answer(self, episodes: Sequence[Episode], questions: Sequence[str],
+               verdicts: Sequence[Verdict]) -> list[Reply]:
+        return [Reply(template_reply(e, v.matched_intent) if v.verdict == ANSWERED else negative_feedback(v))
+                for e, v in zip(episodes, verdicts, strict=True)]
+
+
+class LLMUser:
+    """A backend role-playing each user, grounded in the intent the gate matched."""
+
+    name = "llm"
+
+    def __init__(self, backend: Any, params: SamplingParams) -> None:
+        self.backend = backend
+        self.params = params
+        self.fallbacks = 0
+
+    def answer(self, episodes: Sequence[Episode], questions: Sequence[str],
+               verdicts: Sequence[Verdict]) -> list[Reply]:
+        replies: list[Reply | None] = [None if v.verdict == ANSWERED else Reply(negative_feedback(v))
+                                       for v in verdicts]
+        todo = [i for i, r in enumerate(replies) if r is None]
+        if todo:
+            conversations = [[
+                {"role": "system", "content": prompts.USER_SYSTEM.format(
+                    query=episodes[i].query, intent=verdicts[i].matched_intent)},
+                {"role": "user", "content": questions[i]},
+            ] for i in todo]
+            for i, g in zip(todo, self.backend.chat(conversations, self.params), strict=True):
+                text = g.text.strip()
+                if not text:
+                    self.fallbacks += 1
+                    text = template_reply(episodes[i], verdicts[i].matched_intent or "")
+                replies[i] = Reply(text, g.prompt_tokens, g.completion_tokens)
+        return replies  # type: ignore[return-value]
+
+
+def make_user(name: str, *, backend: Any = None, params: SamplingParams | None = None) -> Any:
+    if name == "template":
+        return TemplateUser()
+    if name == "llm":
+        if backend is None:
+            raise UsageError("--user llm needs a generation backend")
+        return LLMUser(backend, params or SamplingParams())
+    raise UsageError(f"--user must be one of {', '.join(USERS)}, got {name!r}")

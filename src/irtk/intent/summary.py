@@ -1,0 +1,74 @@
+"""The summary agent: merge a clarification dialogue into one fine-grained research query.
+
+Exchanges the user called irrelevant or redundant are dropped before the agent sees the
+dialogue (the paper's summary agent drops them; doing it here makes it hold for any model).
+
+- ``llm`` (default): a backend writes the query, one batched call for every dialogue; a
+  dialogue with nothing kept is its request as it stands, and an empty reply falls back to the
+  template (counted).
+- ``template``: the request followed by the user's kept answers — deterministic, for tests and
+  baselines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from irtk.errors import UsageError
+from irtk.generation import SamplingParams
+from irtk.intent import clarify_prompts as prompts
+from irtk.intent.episode import Episode
+from irtk.intent.simulator import Reply
+
+SUMMARIES = ("llm", "template")
+
+
+def template_summary(query: str, kept: Sequence[tuple[str, str]]) -> str:
+    answers = " ".join(a.strip() for _, a in kept if a.strip())
+    return f"{query.strip()} {answers}".strip()
+
+
+class TemplateSummarizer:
+    name = "template"
+    fallbacks = 0
+
+    def summarize(self, episodes: Sequence[Episode]) -> list[Reply]:
+        return [Reply(template_summary(e.query, e.kept_exchanges())) for e in episodes]
+
+
+class LLMSummarizer:
+    name = "llm"
+
+    def __init__(self, backend: Any, params: SamplingParams) -> None:
+        self.backend = backend
+        self.params = params
+        self.fallbacks = 0
+
+    def summarize(self, episodes: Sequence[Episode]) -> list[Reply]:
+        replies: list[Reply | None] = [None if e.kept_exchanges() else Reply(e.query) for e in episodes]
+        todo = [i for i, r in enumerate(replies) if r is None]
+        if todo:
+            conversations = [[
+                {"role": "system", "content": prompts.SUMMARY_SYSTEM},
+                {"role": "user", "content": prompts.SUMMARY_REQUEST.format(
+                    query=episodes[i].query,
+                    exchanges=prompts.format_exchanges(episodes[i].kept_exchanges()))},
+            ] for i in todo]
+            for i, g in zip(todo, self.backend.chat(conversations, self.params), strict=True):
+                text = g.text.strip()
+                if not text:
+                    self.fallbacks += 1
+                    text = template_summary(episodes[i].query, episodes[i].kept_exchanges())
+                replies[i] = Reply(text, g.prompt_tokens, g.completion_tokens)
+        return replies  # type: ignore[return-value]
+
+
+def make_summarizer(name: str, *, backend: Any = None, params: SamplingParams | None = None) -> Any:
+    if name == "template":
+        return TemplateSummarizer()
+    if name == "llm":
+        if backend is None:
+            raise UsageError("--summary llm needs a generation backend")
+        return LLMSummarizer(backend, params or SamplingParams())
+    raise UsageError(f"--summary must be one of {', '.join(SUMMARIES)}, got {name!r}")
