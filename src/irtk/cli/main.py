@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "irtk.cli.simulate",
     "irtk.cli.index",
     "irtk.cli.retrieve",
+    "irtk.cli.train_retriever",
 ]
 
 

@@ -90,7 +90,10 @@ def encoder_from_config(config: dict, *, device: str | None = None) -> Any:
     if not isinstance(name, str):
         raise ModelError("encoder config has no 'encoder' name")
     if name == "text":
-        return TextEncoder(config["model"], device=device)
+        if config.get("random_init"):
+            raise ModelError("this index was built by a randomly initialised text encoder that "
+                             "was never saved; its vectors cannot be reproduced")
+        return TextEncoder(config.get("checkpoint") or config["model"], device=device)
     if name in ("clip", "ciea"):
         if config.get("checkpoint"):
             return get_encoder(name, config["checkpoint"], device=device)
@@ -125,8 +128,14 @@ class TorchEncoder:
     uses_images = True
 
     def __init__(self, device: str | None = None) -> None:
+        import os
+
         from irtk.generation.hf import pick_device
 
+        if os.environ.get("TRANSFORMERS_VERBOSITY") == "error":  # the CLI without -v
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         self.device = pick_device(device)
 
     # subclasses: query_tensor, document_tensor, image_only_tensor, module, config, dim
@@ -188,12 +197,16 @@ class TextEncoder(TorchEncoder):
         super().__init__(device)
         saved = checkpoint_config(model)
         self.model_name = str(Path(model).resolve()) if saved else model
-        # A private copy, not irtk.embedding's shared cache: training changes the weights.
-        path = resolve(self.model_name)
-        try:
-            self.st = SentenceTransformer(path, device=self.device)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"cannot load text encoder {model!r} from {path}: {e}") from None
+        self.random_init = model == "tiny"
+        if self.random_init:
+            self.st = _tiny_sentence_transformer(self.device)
+        else:
+            # A private copy, not irtk.embedding's shared cache: training changes the weights.
+            path = resolve(self.model_name)
+            try:
+                self.st = SentenceTransformer(path, device=self.device)
+            except (OSError, ValueError) as e:
+                raise ModelError(f"cannot load text encoder {model!r} from {path}: {e}") from None
         self.module = self.st
         init = saved.get("logit_scale", logit_scale) if saved else logit_scale
         self.log_scale = torch.nn.Parameter(torch.tensor(math.log(init), device=self.device))
@@ -205,7 +218,14 @@ class TextEncoder(TorchEncoder):
         out = {"encoder": "text", "model": self.model_name, "dim": self.dim}
         if self.checkpoint:
             out["checkpoint"] = self.model_name
+        if self.random_init:
+            out["random_init"] = True
         return out
+
+    def new_parameters(self) -> set[int]:
+        if self.random_init:
+            return {id(p) for p in self.parameters()}
+        return {id(self.log_scale)}
 
     def _embed(self, texts: Sequence[str | None]) -> Any:
         import torch.nn.functional as F
@@ -232,6 +252,30 @@ class TextEncoder(TorchEncoder):
         self.st.save(str(folder))
         cfg = {"encoder": "text", "logit_scale": float(self.scale().item())}
         (folder / CHECKPOINT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def _tiny_sentence_transformer(device: str) -> Any:
+    """A 2-layer, 64-wide random BERT with MiniLM's tokenizer and mean pooling (tests, testbed)."""
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # sentence-transformers < 5.2
+        from sentence_transformers import models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from irtk.models import resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("minilm-l6"))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=128, max_position_embeddings=128)
+    with tempfile.TemporaryDirectory() as tmp:  # sentence-transformers builds modules from a folder
+        BertModel(config).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        word = models.Transformer(tmp, max_seq_length=128)
+        return SentenceTransformer(modules=[word, models.Pooling(64, pooling_mode="mean")], device=device)
 
 
 def _clip_spec(spec: str) -> tuple[str, str | None]:
