@@ -17,8 +17,13 @@ from typing import Any
 from irtk.errors import InputError
 from irtk.generation import Conversation, SamplingParams
 from irtk.intent import prompts
-from irtk.intent.graph import GraphLimits, merge_similar, node_texts, normalize_graph, validate_graph
-
+from irtk.intent.graph import (
+    GraphLimits,
+    merge_similar,
+    node_texts,
+    normalize_graph,
+    validate_graph,
+)
 
 # An intent list fits in far fewer tokens than a graph; a model that rambles stops sooner.
 INTENT_MAX_TOKENS = 256
