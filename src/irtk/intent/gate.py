@@ -1,8 +1,10 @@
 """The simulated user's embedding gate, shared by the user simulator and the rewards.
 
-A question is *redundant* when its cosine similarity to an earlier question of the dialogue
-exceeds ``tau_rep``, and *irrelevant* when its best similarity to the user's latent intents is
-below ``tau_rel`` (IntentRL, "User simulator"). Otherwise it is *answered*, about the intent it
+A question is *redundant* when its cosine similarity to the dialogue history exceeds
+``tau_rep``, and *irrelevant* when its best similarity to the user's latent intents is below
+``tau_rel`` (IntentRL, "User simulator"). The history is the user's request and the earlier
+questions — the paper's H = (q_s, x_1, u_1, ...) without the user's answers, whose wording is the
+simulator's own — so merely restating the request is a repetition too. Otherwise it is *answered*, about the intent it
 is most similar to (ties go to the earlier intent, so verdicts are stable).
 
 The paper's 0.92 / 0.8 were set for all-mpnet-base-v2. all-MiniLM-L6-v2 (the embedded default)
@@ -95,7 +97,8 @@ class EmbeddingGate:
         return float(sims[index]), index
 
     def judge(self, question: str, history: Sequence[str], intents: Sequence[str]) -> Verdict:
-        """The verdict for ``question`` given the earlier questions and the latent intents."""
+        """The verdict for ``question`` given the history (request, earlier questions) and the
+        latent intents."""
         rep, _ = self.best(question, history)
         rel, index = self.best(question, intents)
         if history and rep > self.tau_rep:

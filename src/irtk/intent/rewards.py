@@ -9,7 +9,9 @@ One implementation serves ``irtk simulate`` (scoring each simulated turn) and th
 - ``intents`` — per sample, the user's whole latent intent set (the deviation test); defaults to
   ``target_intents``;
 - ``history`` — per sample, the agent's earlier questions; when absent, the assistant messages of
-  a conversational prompt are used.
+  a conversational prompt are used;
+- ``simple_query`` — per sample, the user's fuzzy request. The paper's history starts with it, so
+  a question that merely restates the request counts as a repetition.
 
 Scores (IntentRL, "Rewards"; "[recon]" where the paper gives no formula):
 
@@ -17,7 +19,8 @@ Scores (IntentRL, "Rewards"; "[recon]" where the paper gives no formula):
 - format ``R_fmt`` = 1 / 0.5 / 0 for one / two / any other number of questions; answer options do
   not count as questions (the paper used an LLM judge; counting question marks outside the
   options approximates it);
-- penalty ``P`` ≥ 0: repetition (cosine to an earlier question > tau_rep) and deviation (best
+- penalty ``P`` ≥ 0: repetition (cosine to the request or an earlier question > tau_rep) and
+  deviation (best
   cosine to the intents < tau_rel), each ``gamma * (n + 1)`` where n counts how often that
   happened earlier in the dialogue, so the first occurrence is penalised and later ones more
   [recon];
@@ -125,6 +128,7 @@ class IntentRewards:
         texts = [completion_text(c) for c in completions]
         targets = _column(kwargs, "target_intents", n) or [[] for _ in range(n)]
         intents = _column(kwargs, "intents", n) or targets
+        requests = _column(kwargs, "simple_query", n) or [None] * n
         history = _column(kwargs, "history", n)
         if history is None:
             prompts = list(prompts) if prompts is not None else [None] * n
@@ -132,14 +136,18 @@ class IntentRewards:
         targets = [[str(t) for t in (ts or [])] for ts in targets]
         intents = [[str(t) for t in (its or [])] for its in intents]
         history = [[completion_text(h) for h in (hs or [])] for hs in history]
+        # What a question must not repeat: the request, then every earlier question.
+        context = [([str(q)] if q else []) + h for q, h in zip(requests, history, strict=True)]
         gate = self.gate
-        gate.prefetch([t for i in range(n) for t in (texts[i], *targets[i], *intents[i], *history[i])])
+        gate.prefetch([t for i in range(n) for t in (texts[i], *targets[i], *intents[i], *context[i])])
         scores = []
-        for text, tgt, its, hist in zip(texts, targets, intents, history, strict=True):
-            verdict = gate.judge(text, hist, its)
-            repeats = bool(hist) and verdict.history_similarity > gate.tau_rep
+        for text, tgt, its, hist, ctx in zip(texts, targets, intents, history, context, strict=True):
+            verdict = gate.judge(text, ctx, its)
+            repeats = bool(ctx) and verdict.history_similarity > gate.tau_rep
             deviates = verdict.similarity < gate.tau_rel or not its
-            prior_repeats = sum(gate.best(h, hist[:i])[0] > gate.tau_rep for i, h in enumerate(hist) if i)
+            skip = len(ctx) - len(hist)  # earlier questions start after the request
+            prior_repeats = sum(gate.best(ctx[i], ctx[:i])[0] > gate.tau_rep
+                                for i in range(skip, len(ctx)) if i)
             prior_deviations = sum(gate.best(h, its)[0] < gate.tau_rel for h in hist)
             penalty = (self.gamma * (prior_repeats + 1) if repeats else 0.0) + (
                 self.gamma * (prior_deviations + 1) if deviates else 0.0)

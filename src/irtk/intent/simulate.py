@@ -167,7 +167,8 @@ def simulate_batch(episodes: list[Episode], parts: _Parts, max_turns: int) -> No
         targets = [e.target_intents(turn) for e, _ in asking]
         scores = rewards.score(None, [m.text for _, m in asking], target_intents=targets,
                                intents=[e.intents for e, _ in asking],
-                               history=[e.questions() for e, _ in asking])
+                               history=[e.questions() for e, _ in asking],
+                               simple_query=[e.query for e, _ in asking])
         replies = user.answer([e for e, _ in asking], [m.text for _, m in asking],
                               [s.verdict for s in scores])
         for (e, move), target, score, reply in zip(asking, targets, scores, replies, strict=True):
