@@ -322,11 +322,14 @@ class ClipEncoder(TorchEncoder):
             enc = cls(model, tokenizer, preprocess, meta, device)
             enc._new = {id(p) for p in model.parameters()}
             return enc
+        if Path(spec).is_dir():
+            raise ModelError(f"{spec}: not a clip checkpoint folder (no {CHECKPOINT_CONFIG})")
         arch, tag = _clip_spec(spec)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=tag)
         except Exception as e:  # unknown arch, missing weights, no network: one clear line
-            raise ModelError(f"cannot load open_clip model {spec!r}: {e}") from None
+            reason = str(e).split(" Available:")[0].strip()
+            raise ModelError(f"cannot load open_clip model {spec!r}: {reason}") from None
         meta = {"arch": arch, "pretrained": tag, "dim": int(model.text_projection.shape[1])
                 if getattr(model, "text_projection", None) is not None else int(model.visual.output_dim)}
         return cls(model, open_clip.get_tokenizer(arch), preprocess, meta, device)

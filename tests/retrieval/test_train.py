@@ -1,0 +1,78 @@
+"""Training pieces: caption-word stripping, masking of duplicate positives, the loss going down."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from irtk.errors import InputError
+from irtk.retrieval.train import Example, TrainConfig, _loss, build_encoder, load_pairs, strip_caption_words
+
+from .conftest import png_b64, write_jsonl
+
+
+def test_strip_caption_words():
+    assert strip_caption_words("handwritten seven from the Oslo archive",
+                               "Scanned form 12 from the Oslo archive, written in blue ink.") == "handwritten seven"
+    assert strip_caption_words("a query", None) == "a query"
+    assert strip_caption_words("Oslo", "oslo") == ""
+
+
+def _examples():
+    from irtk.retrieval.images import decode_image
+
+    return [Example(f"query about topic {i % 3}", f"doc{i}", f"caption {i}", decode_image(png_b64(i)))
+            for i in range(6)]
+
+
+def test_other_positives_of_the_same_query_are_masked():
+    torch.manual_seed(0)
+    enc = build_encoder(TrainConfig(encoder="clip", model="tiny", device="cpu"))
+    batch = _examples()
+    positives = {}
+    for e in batch:
+        positives.setdefault(e.query, set()).add(e.doc_id)
+    masked, _ = _loss(enc, batch, positives, 0.0)
+    unmasked, _ = _loss(enc, batch, {e.query: set() for e in batch}, 0.0)
+    # With shared queries unmasked, the positives of the same query compete: a different loss.
+    assert masked.item() != pytest.approx(unmasked.item())
+
+
+def test_ciea_loss_decreases_on_a_fixed_batch():
+    cfg = TrainConfig(encoder="ciea", text_model="tiny", vision="tiny", device="cpu", seed=0)
+    enc = build_encoder(cfg)
+    batch = _examples()
+    positives = {}
+    for e in batch:
+        positives.setdefault(e.query, set()).add(e.doc_id)
+    opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=1e-3)
+    enc.module.train()
+    losses = []
+    for _ in range(8):
+        loss, stats = _loss(enc, batch, positives, 0.1)
+        assert "comp" in stats
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_frozen_vision_tower_gets_no_gradient():
+    enc = build_encoder(TrainConfig(encoder="ciea", text_model="tiny", freeze_vision=True, device="cpu"))
+    loss, _ = _loss(enc, _examples(), {f"query about topic {i}": set() for i in range(3)}, 0.1)
+    loss.backward()
+    assert all(p.grad is None for p in enc.module.visual.parameters())
+    assert any(p.grad is not None for p in enc.module.projector.parameters())
+
+
+def test_bad_pairs(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"query": "q", "doc_id": "d"}])
+    with pytest.raises(InputError, match="record 1: field 'text': positive document has no text"):
+        load_pairs(path, True)
+    path = write_jsonl(tmp_path / "p.jsonl", [{"query": "q", "doc_id": "d", "text": "t", "image": "AAAA"}])
+    with pytest.raises(InputError, match="record 1: field 'image'"):
+        load_pairs(path, True)
+    path = write_jsonl(tmp_path / "p.jsonl", [{"query": 3, "doc_id": "d", "text": "t"}])
+    with pytest.raises(InputError, match="field 'query': expected string"):
+        load_pairs(path, True)
