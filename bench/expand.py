@@ -8,7 +8,7 @@
    Target: batched >= 4x at batch 16.
 
     python bench/expand.py [--seeds examples/seeds.jsonl] [--trajectories 16] [--turns 2]
-                           [--max-tokens 24] [--model smollm2-135m-instruct] [--skip-llm]
+                           [--max-tokens 24] [--model smollm2-135m-instruct] [--threads N] [--skip-llm]
 """
 
 from __future__ import annotations
@@ -125,8 +125,11 @@ def bench_llm(graphs: list[dict], args: argparse.Namespace) -> None:
     t_batched, c_batched = best_of(lambda: run(True), 1)
     t_single, c_single = best_of(lambda: run(False), 1)
     n = len(items)
+    import torch
+
     print(f"LLM rendering: {n} trajectories x {args.turns} turns (agent + user message each), "
-          f"max {args.max_tokens} new tokens, {backend.model} on {backend.device}")
+          f"max {args.max_tokens} new tokens, {backend.model} on {backend.device} "
+          f"({torch.get_num_threads()} torch threads)")
     print(f"  batched ({c_batched.calls} chat calls): {t_batched:.1f} s, {n / t_batched:.3f} trajectories/s, "
           f"{c_batched.completion_tokens} tokens")
     print(f"  one trajectory per call ({c_single.calls} chat calls): {t_single:.1f} s, "
@@ -142,8 +145,14 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's own choice)")
     ap.add_argument("--skip-llm", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     graphs = [validate_graph(s["graph"]) for s in read_rows(args.seeds, SEED) if s.get("graph")]
     bench_template(graphs, args.seeds, args.repeat)
     if not args.skip_llm:
