@@ -41,6 +41,8 @@ demo: setup
 	$(BIN)/irtk show $(OUT)/records.parquet --head 1
 	$(BIN)/irtk index examples/corpus.jsonl -o $(OUT)/corpus-index --force
 	$(BIN)/irtk retrieve examples/corpus-queries.jsonl -i $(OUT)/corpus-index -k 10 --qrels examples/corpus.qrels -o $(OUT)/corpus.trec
+	$(BIN)/irtk expand examples/seeds.jsonl | $(BIN)/irtk simulate --limit 16 --report $(OUT)/metrics.json > $(OUT)/dialogs.parquet
+	$(BIN)/irtk show $(OUT)/dialogs.parquet --head 1
 
 # CIEA's testbed (digits whose captions omit the digit): text-only, CLIP-sum and CIEA trained
 # from scratch on CPU, each indexed and evaluated on the held-out split; prints a Markdown table.
