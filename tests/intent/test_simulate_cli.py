@@ -67,9 +67,9 @@ def test_empty_input_and_usage_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def example_trajectories(tmp_path_factory) -> str:
-    """`irtk expand examples/seeds.jsonl --render template` (hand-made graphs only, 4 paths each)."""
+    """`irtk expand examples/seeds.jsonl --render template` (hand-made graphs only, 2 paths each)."""
     out = tmp_path_factory.mktemp("expand") / "traj.jsonl"
-    r = run_irtk("expand", str(SEEDS), "--render", "template", "--no-build", "--max-paths", "4",
+    r = run_irtk("expand", str(SEEDS), "--render", "template", "--no-build", "--max-paths", "2",
                  "-o", str(out))
     assert r.returncode == 0, r.stderr.decode()
     return str(out)
