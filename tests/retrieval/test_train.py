@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from irtk.errors import InputError
-from irtk.retrieval.train import Example, TrainConfig, _loss, build_encoder, load_pairs, strip_caption_words
+from irtk.retrieval.train import (
+    Example,
+    TrainConfig,
+    _loss,
+    build_encoder,
+    load_pairs,
+    strip_caption_words,
+)
 
 from .conftest import png_b64, write_jsonl
 

@@ -14,7 +14,7 @@ Encoder = Annotated[
 ]
 EncoderModel = Annotated[
     Optional[str],
-    typer.Option("--model", envvar="IRTK_MODEL",
+    typer.Option("--model", envvar="IRTK_ENCODER_MODEL",
                  help="text: a sentence-transformers model (default minilm-l6); clip: tiny, an "
                       "open_clip ARCH/TAG (ViT-B-32/openai) or a checkpoint; ciea: a checkpoint "
                       "folder from `irtk train-retriever`.", show_default=False),
