@@ -8,7 +8,7 @@
    Target: batched >= 4x at batch 16.
 
     python bench/expand.py [--seeds examples/seeds.jsonl] [--trajectories 16] [--turns 2]
-                           [--max-tokens 24] [--model smollm2-135m-instruct] [--threads N] [--skip-llm]
+                           [--max-tokens 64] [--model smollm2-135m-instruct] [--threads N] [--skip-llm]
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--trajectories", type=int, default=16)
     ap.add_argument("--turns", type=int, default=2)
-    ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's own choice)")

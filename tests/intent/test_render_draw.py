@@ -88,8 +88,8 @@ def test_the_user_sees_the_question_the_agent_asked_and_the_choice():
     llm_dialogues(backend, items([6]), SamplingParams())
     user_prompt = backend.last[0][-1]["content"]
     assert "Conversation so far:" in user_prompt
-    assert "(Answer by choosing: b1)" in user_prompt
-    assert "I want: a1 (asked: A?)" in backend.last[0][0]["content"]  # the user's latent intents
+    assert "(Your answer: b1. What you want: I want: b1 (asked: B?))" in user_prompt
+    assert "a1" not in backend.last[0][0]["content"]  # only this turn's intent is given
 
 
 def test_empty_replies_fall_back_to_the_template():

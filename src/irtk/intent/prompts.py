@@ -97,13 +97,12 @@ Ask this question now: {question}
 Options: {options}"""
 
 USER_SYSTEM = """You play a user who asked a research assistant: "{simple_query}".
-What you really want: {intents}
-Answer the assistant's question in one or two sentences, as yourself, choosing the option given
-to you and saying why it matters to you. Do not ask questions back."""
+Answer the assistant's question in one or two sentences, as yourself: give the answer you are
+told to give and say what you want. Mention nothing else you want. Do not ask questions back."""
 
 USER_TURN = """{question}
 
-(Answer by choosing: {choice})"""
+(Your answer: {choice}. What you want: {intent})"""
 
 
 def _bullets(items: Sequence[str]) -> str:
@@ -148,9 +147,11 @@ def agent_turn(simple_query: str, question: str, options: Sequence[str]) -> str:
     return AGENT_TURN.format(simple_query=simple_query, question=question, options="; ".join(options))
 
 
-def user_system(simple_query: str, intents: Sequence[str]) -> str:
-    return USER_SYSTEM.format(simple_query=simple_query, intents=" ".join(intents))
+def user_system(simple_query: str) -> str:
+    return USER_SYSTEM.format(simple_query=simple_query)
 
 
-def user_turn(question: str, choice: str) -> str:
-    return USER_TURN.format(question=question, choice=choice)
+def user_turn(question: str, choice: str, intent: str) -> str:
+    # Only this turn's intent: a user who volunteers the rest would leak later answers into the
+    # dialogue, and the hindsight targets would no longer match what was said.
+    return USER_TURN.format(question=question, choice=choice, intent=intent)

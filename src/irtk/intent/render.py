@@ -63,6 +63,9 @@ def llm_dialogues(backend: Any, items: Sequence[tuple[str, Sequence[Mapping], Se
                   batched: bool = True) -> list[list[dict]]:
     """Role-play a dialogue for each ``(simple_query, steps, intents)``.
 
+    The user is told only the current turn's choice and intent, so each answer reveals exactly
+    the intent its question asked about.
+
     ``batched=False`` sends one trajectory per call (the baseline the benchmark compares with);
     the output is the same kind, only the call pattern differs.
     """
@@ -84,11 +87,11 @@ def llm_dialogues(backend: Any, items: Sequence[tuple[str, Sequence[Mapping], Se
             dialogues[i].append({"role": "assistant", "content": _or_template(text, template_question(step), counts)})
         users = []
         for i in live:
-            simple, steps, intents = items[i]
+            simple, steps, _ = items[i]
             step = steps[t]
             history = dialogues[i][:-1]
-            ask = prompts.user_turn(dialogues[i][-1]["content"], step["choice"])
-            users.append([{"role": "system", "content": prompts.user_system(simple, intents)},
+            ask = prompts.user_turn(dialogues[i][-1]["content"], step["choice"], step["intent"])
+            users.append([{"role": "system", "content": prompts.user_system(simple)},
                           {"role": "user", "content": _with_history(history, ask)}])
         answers = _chat(backend, users, params, counts, batched)
         for i, text in zip(live, answers, strict=True):
