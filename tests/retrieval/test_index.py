@@ -87,6 +87,9 @@ def test_ivf_shards_merge_on_disk(tmp_path, corpus, clip_encoder):
     assert (tmp_path / "merged" / "index.ivfdata").is_file()
     loaded = load_index(tmp_path / "merged")
     assert loaded.index.ntotal == 40
+    from irtk.retrieval.search import default_search_params
+
+    assert default_search_params(loaded.index, 10) == "nprobe=4"  # min(nlist, 32)
     loaded.index.nprobe = 4  # every list: exact search
     flat = build_index(corpus, tmp_path / "flat", clip_encoder)
     assert flat["count"] == 40
@@ -124,6 +127,9 @@ def test_mmap_load_gives_the_same_results(tmp_path, corpus, clip_encoder):
     build_index(corpus, tmp_path / "idx", clip_encoder, factory="HNSW16")
     loaded, a = _search_all(tmp_path / "idx", clip_encoder, corpus, mmap=False)
     mapped, b = _search_all(tmp_path / "idx", clip_encoder, corpus, mmap=True)
+    from irtk.retrieval.search import default_search_params
+
+    assert default_search_params(mapped.index, 100) == "efSearch=100"
     assert mapped.mmapped and not loaded.mmapped
     assert a == b
 

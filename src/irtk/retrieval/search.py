@@ -38,6 +38,19 @@ def apply_search_params(index: Any, params: str | None) -> None:
         raise UsageError(f"--search-params {params!r}: {str(e).strip().splitlines()[-1]}") from None
 
 
+def default_search_params(index: Any, k: int) -> str | None:
+    """faiss's defaults (nprobe=1, efSearch=16) trade too much recall away for a retrieval
+    toolkit: probe 32 lists and keep at least max(64, k) HNSW candidates unless told otherwise."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return f"nprobe={min(ivf.nlist, 32)}"
+    if "HNSW" in type(index).__name__:
+        return f"efSearch={max(64, k)}"
+    return None
+
+
 def search_vectors(loaded: LoadedIndex, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
     """Top-k (doc_id, score) per query vector, ties broken by doc_id."""
     n = loaded.index.ntotal
@@ -147,6 +160,7 @@ def retrieve(queries: str | Path | None, index_dir: str | Path, *, k: int = 100,
     if reason:
         raise InputError(f"index was built with an incompatible encoder: {reason}",
                          source=str(index_dir))
+    search_params = search_params or default_search_params(loaded.index, k)
     apply_search_params(loaded.index, search_params)
     prov = make_provenance("retrieve", index=str(index_dir), encoder=built, k=k,
                            factory=loaded.meta.get("factory"), search_params=search_params)
