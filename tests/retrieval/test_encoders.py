@@ -106,6 +106,12 @@ def test_ciea_shapes_normalisation_and_checkpoint_round_trip(tiny_ciea):
     _check(io, 2, enc.dim)
 
 
+def test_ciea_long_captions_fit_the_position_table(tiny_ciea):
+    enc = get_encoder("ciea", tiny_ciea, device="cpu")
+    long = " ".join(["word"] * 400)  # truncated so caption + image slots fit 128 positions
+    _check(enc.encode_documents([long, long], [images(1)[0], None]), 2, enc.dim)
+
+
 def test_ciea_batches_mixed_documents_like_single_ones(tiny_ciea):
     enc = get_encoder("ciea", tiny_ciea, device="cpu")
     ims = images(3)

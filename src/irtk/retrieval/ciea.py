@@ -247,9 +247,14 @@ class CieaEncoder(TorchEncoder):
 
     # -- embedding --
 
-    def _tokens(self, texts: Sequence[str]) -> dict:
+    def _tokens(self, texts: Sequence[str], reserve: int = 0) -> dict:
+        """Tokenise, leaving ``reserve`` positions free for spliced image slots."""
+        limit = int(self.meta["max_length"])
+        positions = getattr(self.module.text.config, "max_position_embeddings", None)
+        if positions:
+            limit = min(limit, int(positions) - reserve)
         batch = self.tokenizer(list(texts), padding=True, truncation=True,
-                               max_length=int(self.meta["max_length"]), return_tensors="pt")
+                               max_length=limit, return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _pool(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -286,7 +291,7 @@ class CieaEncoder(TorchEncoder):
         patches = self.patches(images)
         b, n, d = patches.shape
         texts = [f"{CAPTION_PREFIX} {c}" if c else "" for c in captions] if splice_caption else [""] * b
-        tok = self._tokens(texts)
+        tok = self._tokens(texts, reserve=n + 2)
         words = m.text.get_input_embeddings()(tok["input_ids"])
         if weigh_against is None:
             cap_words, cap_mask = words, self._caption_mask(tok, prefixed=True)
