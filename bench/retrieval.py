@@ -83,11 +83,12 @@ def bench_indexes(args: argparse.Namespace) -> None:
 
     configs = []
     if not args.skip_hnsw:
-        configs.append((f"HNSW{args.hnsw_m}", [f"efSearch={v}" for v in (16, 32, 64, 128)]))
+        configs.append((f"HNSW{args.hnsw_m}", [f"efSearch={v}" for v in (16, 32, 64, 128, 256, 512)]))
     # Fast-scan PQ codes shortlist k_factor_rf × 10 candidates that RFlat re-ranks exactly.
-    configs.append((f"IVF{nlist},PQ{args.pq}x4fs,RFlat",
-                    [f"nprobe={p},k_factor_rf={r}" for p in (8, 16, 32) for r in (4, 16)]))
-    configs.append((f"IVF{nlist},PQ{args.pq}x4fs", ["nprobe=16"]))
+    if not args.skip_ivf:
+        configs.append((f"IVF{nlist},PQ{args.pq}x4fs,RFlat",
+                        [f"nprobe={p},k_factor_rf={r}" for p in (8, 16, 32) for r in (4, 16)]))
+        configs.append((f"IVF{nlist},PQ{args.pq}x4fs", ["nprobe=16"]))
     for factory, settings in configs:
         index, secs = build(factory)
         size = bytes_per_vector(index)
@@ -155,6 +156,7 @@ def main() -> None:
     p.add_argument("--hnsw-m", type=int, default=32)
     p.add_argument("--train", type=int, default=65_536, help="training sample for IVF/PQ")
     p.add_argument("--skip-hnsw", action="store_true")
+    p.add_argument("--skip-ivf", action="store_true")
     p.add_argument("--encode-docs", type=int, default=256)
     p.add_argument("--skip-encoders", action="store_true")
     p.add_argument("--seed", type=int, default=0)
