@@ -7,7 +7,7 @@ summary agent writes the query. "batched" advances all N dialogues together (one
 per turn for every live dialogue); "one at a time" plays each dialogue alone. The order of the
 two modes alternates over --repeats so drifting machine load does not favour either.
 
-    python bench/simulate.py [--dialogues 16] [--max-turns 2] [--max-tokens 48] [--repeats 1]
+    python bench/simulate.py [--dialogues 16] [--max-turns 1] [--max-tokens 32] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def play(rows: list[dict], parts, max_turns: int, batched: bool) -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dialogues", type=int, default=16)
-    parser.add_argument("--max-turns", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--max-turns", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
