@@ -87,7 +87,7 @@ def bench_indexes(args: argparse.Namespace) -> None:
     # Fast-scan PQ codes shortlist k_factor_rf × 10 candidates that RFlat re-ranks exactly.
     if not args.skip_ivf:
         configs.append((f"IVF{nlist},PQ{args.pq}x4fs,RFlat",
-                        [f"nprobe={p},k_factor_rf={r}" for p in (8, 16, 32) for r in (4, 16)]))
+                        [f"nprobe={p},k_factor_rf={r}" for p in (16, 32) for r in (16, 64, 256)]))
         configs.append((f"IVF{nlist},PQ{args.pq}x4fs", ["nprobe=16"]))
     for factory, settings in configs:
         index, secs = build(factory)
