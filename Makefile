@@ -41,6 +41,8 @@ demo: setup
 	$(BIN)/irtk show $(OUT)/records.parquet --head 1
 	$(BIN)/irtk index examples/corpus.jsonl -o $(OUT)/corpus-index --force
 	$(BIN)/irtk retrieve examples/corpus-queries.jsonl -i $(OUT)/corpus-index -k 10 --qrels examples/corpus.qrels -o $(OUT)/corpus.trec
+	$(BIN)/irtk expand examples/seeds.jsonl -o $(OUT)/trajectories.parquet --retries 1 --rejects $(OUT)/expand-rejects.jsonl --report $(OUT)/expand-stats.json --draw $(OUT)/graphs
+	$(BIN)/irtk show $(OUT)/trajectories.parquet --head 1
 	$(BIN)/irtk expand examples/seeds.jsonl | $(BIN)/irtk simulate --limit 16 --report $(OUT)/metrics.json > $(OUT)/dialogs.parquet
 	$(BIN)/irtk show $(OUT)/dialogs.parquet --head 1
 
