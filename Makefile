@@ -43,7 +43,11 @@ demo: setup
 	$(BIN)/irtk retrieve examples/corpus-queries.jsonl -i $(OUT)/corpus-index -k 10 --qrels examples/corpus.qrels -o $(OUT)/corpus.trec
 	$(BIN)/irtk expand examples/seeds.jsonl -o $(OUT)/trajectories.parquet --retries 1 --rejects $(OUT)/expand-rejects.jsonl --report $(OUT)/expand-stats.json --draw $(OUT)/graphs
 	$(BIN)/irtk show $(OUT)/trajectories.parquet --head 1
-	$(BIN)/irtk expand examples/seeds.jsonl | $(BIN)/irtk simulate --limit 16 --report $(OUT)/metrics.json > $(OUT)/dialogs.parquet
+	# The brief's pipeline on the embedded SmolLM2, cut to 8 dialogues of 3 turns so the demo takes
+	# minutes on a laptop CPU (drop --limit/--max-turns for the full run).
+	$(BIN)/irtk expand examples/seeds.jsonl --no-build -q | $(BIN)/irtk simulate --limit 8 --max-turns 3 --report $(OUT)/metrics.json > $(OUT)/dialogs.parquet
+	# The oracle clarifier (asks the graph's own questions) on every trajectory: the upper bound.
+	$(BIN)/irtk simulate $(OUT)/trajectories.parquet --policy oracle --summary template --max-turns 3 --report $(OUT)/oracle-metrics.json -o $(OUT)/oracle-dialogs.parquet
 	$(BIN)/irtk show $(OUT)/dialogs.parquet --head 1
 
 # CIEA's testbed (digits whose captions omit the digit): text-only, CLIP-sum and CIEA trained

@@ -8,10 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from irtk.cli import options as opt
-
-# Plain values here: the library's defaults are imported lazily (``irtk --help`` stays light).
-DEFAULT_TAU_REP = 0.59
-DEFAULT_TAU_REL = 0.46
+from irtk.intent.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP  # numpy only: --help stays light
 
 
 def register(app: typer.Typer) -> None:

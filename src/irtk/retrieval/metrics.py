@@ -28,15 +28,19 @@ Qrels = dict[str, dict[str, int]]
 Run = dict[str, dict[str, float]]
 
 
+def _read_lines(path: str | Path, what: str) -> list[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"no such {what} file", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {what}: {e}", source=str(path)) from None
+
+
 def read_qrels(path: str | Path) -> Qrels:
     """TREC qrels (``qid iter docid grade``) or WebQA/UniVL-DR qrels (``qid docid grade``)."""
     name = str(path)
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError("no such qrels file", source=name) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read qrels: {e}", source=name) from None
+    lines = _read_lines(path, "qrels")
     qrels: Qrels = {}
     width = None
     for line_no, line in enumerate(lines, 1):
@@ -66,12 +70,7 @@ def read_qrels(path: str | Path) -> Qrels:
 def read_trec_run(path: str | Path) -> Run:
     """A TREC run file: ``qid Q0 docid rank score tag`` (rank is ignored, as trec_eval does)."""
     name = str(path)
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError("no such run file", source=name) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read run: {e}", source=name) from None
+    lines = _read_lines(path, "run")
     run: Run = {}
     for line_no, line in enumerate(lines, 1):
         parts = line.split()
