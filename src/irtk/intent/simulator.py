@@ -21,7 +21,7 @@ with a strong ``--user-model`` to reproduce the paper.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,20 @@ class Reply:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+def llm_replies(backend: Any, params: SamplingParams, conversations: list,
+                fallback: Callable[[int], str]) -> tuple[list[Reply], int]:
+    """One batched chat call; an empty completion k becomes ``fallback(k)``. Returns the replies
+    and how many fell back (a small model sometimes answers with nothing at all)."""
+    replies, empty = [], 0
+    for k, g in enumerate(backend.chat(conversations, params)):
+        text = g.text.strip()
+        if not text:
+            empty += 1
+            text = fallback(k)
+        replies.append(Reply(text, g.prompt_tokens, g.completion_tokens))
+    return replies, empty
 
 
 def negative_feedback(verdict: Verdict) -> str:
@@ -88,12 +102,12 @@ class LLMUser:
                     query=episodes[i].query, intent=verdicts[i].matched_intent)},
                 {"role": "user", "content": questions[i]},
             ] for i in todo]
-            for i, g in zip(todo, self.backend.chat(conversations, self.params), strict=True):
-                text = g.text.strip()
-                if not text:
-                    self.fallbacks += 1
-                    text = template_reply(episodes[i], verdicts[i].matched_intent or "")
-                replies[i] = Reply(text, g.prompt_tokens, g.completion_tokens)
+            generated, empty = llm_replies(
+                self.backend, self.params, conversations,
+                lambda k: template_reply(episodes[todo[k]], verdicts[todo[k]].matched_intent or ""))
+            self.fallbacks += empty
+            for i, reply in zip(todo, generated, strict=True):
+                replies[i] = reply
         return replies  # type: ignore[return-value]
 
 

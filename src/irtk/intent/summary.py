@@ -19,7 +19,7 @@ from irtk.errors import UsageError
 from irtk.generation import SamplingParams
 from irtk.intent import clarify_prompts as prompts
 from irtk.intent.episode import Episode
-from irtk.intent.simulator import Reply
+from irtk.intent.simulator import Reply, llm_replies
 
 SUMMARIES = ("llm", "template")
 
@@ -55,12 +55,12 @@ class LLMSummarizer:
                     query=episodes[i].query,
                     exchanges=prompts.format_exchanges(episodes[i].kept_exchanges()))},
             ] for i in todo]
-            for i, g in zip(todo, self.backend.chat(conversations, self.params), strict=True):
-                text = g.text.strip()
-                if not text:
-                    self.fallbacks += 1
-                    text = template_summary(episodes[i].query, episodes[i].kept_exchanges())
-                replies[i] = Reply(text, g.prompt_tokens, g.completion_tokens)
+            generated, empty = llm_replies(
+                self.backend, self.params, conversations,
+                lambda k: template_summary(episodes[todo[k]].query, episodes[todo[k]].kept_exchanges()))
+            self.fallbacks += empty
+            for i, reply in zip(todo, generated, strict=True):
+                replies[i] = reply
         return replies  # type: ignore[return-value]
 
 
