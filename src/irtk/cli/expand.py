@@ -54,6 +54,7 @@ def expand(
     backend: opt.Backend = "hf",
     model: opt.Model = "smollm2-135m-instruct",
     base_url: opt.BaseUrl = None,
+    dtype: opt.Dtype = "auto",
     seed: opt.Seed = 0,
     batch_size: opt.BatchSize = 16,
     shard: opt.ShardOpt = None,
@@ -71,7 +72,7 @@ def expand(
     from irtk.records import SEED, TRAJECTORY
 
     cfg = ExpandConfig(
-        render=render, backend=backend, model=model, base_url=base_url, build=build, retries=retries,
+        render=render, backend=backend, model=model, base_url=base_url, dtype=dtype, build=build, retries=retries,
         max_paths=max_paths or None,
         limits=GraphLimits(max_nodes=max_nodes, min_options=min_options, max_options=max_options),
         merge_threshold=merge_threshold, embedder=embedder, max_tokens=max_tokens,

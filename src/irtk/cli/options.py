@@ -1,7 +1,7 @@
 """The one option vocabulary shared by every stage.
 
 Each option is defined once here and used by annotation in the stage modules, so ``-o``,
-``--format``, ``--seed``, ``--batch-size``, ``--backend``, ``--model``, ``--shard``, ``--config``,
+``--format``, ``--seed``, ``--batch-size``, ``--backend``, ``--model``, ``--dtype``, ``--shard``, ``--config``,
 ``-q`` and ``-v`` mean the same everywhere and read the same ``IRTK_*`` environment variables.
 
 ``--config FILE`` (TOML or JSON) supplies defaults for any option: top-level keys apply to every
@@ -114,6 +114,12 @@ BaseUrl = Annotated[
     typer.Option("--base-url", envvar="IRTK_BASE_URL",
                  help="OpenAI-compatible server for --backend openai (key from OPENAI_API_KEY or IRTK_API_KEY).",
                  show_default=False),
+]
+Dtype = Annotated[
+    str,
+    typer.Option("--dtype", envvar="IRTK_DTYPE",
+                 help="Model weights for --backend hf/vllm: auto (bf16 where the device runs it natively, "
+                      "else fp16 on GPU / fp32 on CPU), float32, bfloat16 or float16."),
 ]
 ShardOpt = Annotated[
     Optional[str],

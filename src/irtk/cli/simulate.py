@@ -29,6 +29,7 @@ def simulate(
     backend: opt.Backend = "hf",
     model: opt.Model = "smollm2-135m-instruct",
     base_url: opt.BaseUrl = None,
+    dtype: opt.Dtype = "auto",
     user: Annotated[str, typer.Option("--user", help="Simulated user's answers: template "
                                       "(deterministic, from the matched intent) or llm.")] = "template",
     user_model: Annotated[Optional[str], typer.Option("--user-model", help="Model for --user llm "
@@ -76,7 +77,7 @@ def simulate(
     if report is not None and not report.parent.exists():
         raise UsageError(f"--report {report}: folder {report.parent} does not exist")
     cfg = SimulateConfig(
-        policy=policy, backend=backend, model=model, base_url=base_url, user=user, user_model=user_model,
+        policy=policy, backend=backend, model=model, base_url=base_url, dtype=dtype, user=user, user_model=user_model,
         summary=summary, summary_model=summary_model, embedder=embedder, tau_rep=tau_rep, tau_rel=tau_rel,
         max_turns=max_turns, allow_stop=allow_stop, temperature=temperature, max_tokens=max_tokens,
         seed=seed, batch_size=batch_size, limit=limit,

@@ -53,6 +53,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = "stop"  # stop | length
+    cached_tokens: int = 0  # prompt tokens served from a prefix cache, not pre-filled again
     logprobs: list[float] | None = None
     tokens: list[str] | None = field(default=None, repr=False)
 

@@ -98,7 +98,14 @@ class OpenAIBackend:
             text=choice.message.content or "",
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
+            cached_tokens=_cached_tokens(usage),
             finish_reason=choice.finish_reason or "stop",
             logprobs=logprobs,
             tokens=tokens,
         )
+
+
+def _cached_tokens(usage: Any) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` where the server reports it (vLLM, OpenAI)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    return int(getattr(details, "cached_tokens", 0) or 0)

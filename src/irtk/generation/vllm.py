@@ -74,6 +74,7 @@ class VLLMBackend:
                 text=comp.text,
                 prompt_tokens=len(out.prompt_token_ids or []),
                 completion_tokens=len(comp.token_ids),
+                cached_tokens=getattr(out, "num_cached_tokens", None) or 0,
                 finish_reason=comp.finish_reason or "stop",
                 logprobs=logprobs,
                 tokens=tokens,

@@ -34,6 +34,7 @@ class ExpandConfig:
     backend: str = "hf"
     model: str | None = None  # None: the embedded default LM
     base_url: str | None = None
+    dtype: str = "auto"
     build: bool = True  # build graphs for seeds without one (else reject them)
     retries: int = 2
     max_paths: int | None = None  # None/0: every path
@@ -115,7 +116,7 @@ class _Lazy:
         if self._backend is None:
             from irtk.generation import get_backend
 
-            opts: dict[str, Any] = {}
+            opts: dict[str, Any] = {"dtype": self.config.dtype, "batch_size": self.config.batch_size}
             if self.config.base_url:
                 opts["base_url"] = self.config.base_url
             self._backend = get_backend(self.config.backend, self.config.model, **opts)

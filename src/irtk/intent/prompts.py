@@ -96,11 +96,14 @@ AGENT_TURN = """The user's request: {simple_query}
 Ask this question now: {question}
 Options: {options}"""
 
-USER_SYSTEM = """You play a user who asked a research assistant: "{simple_query}".
+# Both role-play system prompts are constant, so the backend computes their prefill once per run
+# (its prefix cache) and pre-fills only each trajectory's own turn text.
+USER_SYSTEM = """You play a user who asked a research assistant for a report.
 Answer the assistant's question in one or two sentences, as yourself: give the answer you are
 told to give and say what you want. Mention nothing else you want. Do not ask questions back."""
 
-USER_TURN = """{question}
+USER_TURN = """Your request: {simple_query}
+The assistant asks: {question}
 
 (Your answer: {choice}. What you want: {intent})"""
 
@@ -147,11 +150,7 @@ def agent_turn(simple_query: str, question: str, options: Sequence[str]) -> str:
     return AGENT_TURN.format(simple_query=simple_query, question=question, options="; ".join(options))
 
 
-def user_system(simple_query: str) -> str:
-    return USER_SYSTEM.format(simple_query=simple_query)
-
-
-def user_turn(question: str, choice: str, intent: str) -> str:
+def user_turn(simple_query: str, question: str, choice: str, intent: str) -> str:
     # Only this turn's intent: a user who volunteers the rest would leak later answers into the
     # dialogue, and the hindsight targets would no longer match what was said.
-    return USER_TURN.format(question=question, choice=choice, intent=intent)
+    return USER_TURN.format(simple_query=simple_query, question=question, choice=choice, intent=intent)

@@ -44,6 +44,7 @@ class RenderCounts:
     messages: int = 0
     fallbacks: int = 0  # empty replies replaced by the template
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the backend's prefix cache did not pre-fill again
     completion_tokens: int = 0
 
 
@@ -90,8 +91,8 @@ def llm_dialogues(backend: Any, items: Sequence[tuple[str, Sequence[Mapping], Se
             simple, steps, _ = items[i]
             step = steps[t]
             history = dialogues[i][:-1]
-            ask = prompts.user_turn(dialogues[i][-1]["content"], step["choice"], step["intent"])
-            users.append([{"role": "system", "content": prompts.user_system(simple)},
+            ask = prompts.user_turn(simple, dialogues[i][-1]["content"], step["choice"], step["intent"])
+            users.append([{"role": "system", "content": prompts.USER_SYSTEM},
                           {"role": "user", "content": _with_history(history, ask)}])
         answers = _chat(backend, users, params, counts, batched)
         for i, text in zip(live, answers, strict=True):
@@ -109,6 +110,7 @@ def _chat(backend: Any, conversations: list, params: SamplingParams, counts: Ren
         counts.calls += 1
         for g in generations:
             counts.prompt_tokens += g.prompt_tokens
+            counts.cached_tokens += g.cached_tokens
             counts.completion_tokens += g.completion_tokens
             texts.append(g.text)
     counts.messages += len(texts)

@@ -68,6 +68,7 @@ class SimulateConfig:
     backend: str = "hf"
     model: str = DEFAULT_LM
     base_url: str | None = None
+    dtype: str = "auto"
     user: str = "template"
     user_model: str | None = None  # default: the policy's model (one backend serves both)
     summary: str = "llm"
@@ -138,7 +139,7 @@ class _Parts:
             from irtk.generation import get_backend
 
             c = self.config
-            self._backends[model] = get_backend(c.backend, model, base_url=c.base_url,
+            self._backends[model] = get_backend(c.backend, model, base_url=c.base_url, dtype=c.dtype,
                                                 batch_size=c.batch_size, seed=c.seed)
         return self._backends[model]
 
