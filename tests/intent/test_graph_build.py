@@ -13,6 +13,7 @@ import pytest
 
 from irtk.generation import Generation, SamplingParams
 from irtk.intent.build import (
+    PREFILL,
     BuildSettings,
     ReplyError,
     ask_json,
@@ -25,21 +26,31 @@ from tests.intent.cdags import HEAT, copy_of
 
 
 class Scripted:
-    """Answers each chat call from a queue of replies; records every conversation it saw."""
+    """Answers each chat call from a queue of replies; records every conversation it saw.
+
+    Like a real backend it continues a trailing assistant message (the prefill): a canned reply
+    that starts with the prefill comes back without it. ``seen`` holds the conversations without
+    the prefill, ``prefills`` the prefills.
+    """
 
     name, model = "scripted", "scripted"
 
     def __init__(self, *replies: str) -> None:
         self.replies = list(replies)
         self.seen: list[list[dict]] = []
+        self.prefills: list[str] = []
         self.calls = 0
 
     def chat(self, conversations, params):
         self.calls += 1
         out = []
         for conv in conversations:
-            self.seen.append(conv)
-            out.append(Generation(text=self.replies.pop(0), prompt_tokens=1, completion_tokens=1))
+            prefill = conv[-1]["content"] if conv[-1]["role"] == "assistant" else ""
+            self.seen.append(conv[:-1] if prefill else conv)
+            self.prefills.append(prefill)
+            reply = self.replies.pop(0)
+            text = reply[len(prefill):] if reply.startswith(prefill) else reply
+            out.append(Generation(text=text, prompt_tokens=1, completion_tokens=1))
         return out
 
 
@@ -84,6 +95,18 @@ def test_ask_json_retries_with_the_error_fed_back():
     assert '"y" is missing' in backend.seen[2][-1]["content"]
 
 
+def test_ask_json_prefill_is_continued_and_parsed_whole():
+    backend = Scripted('{"simple_query": "oops', '{"simple_query": "q", "missing_intent": ["I want x"]}')
+    prefill = '{"simple_query": "'
+    answers = ask_json(backend, [[{"role": "user", "content": "go"}]], [parse_extraction], SamplingParams(),
+                       retries=1, prefill=prefill)
+    assert answers[0].value == ("q", ["I want x"]) and answers[0].calls == 2
+    assert backend.prefills == [prefill, prefill]  # every attempt, the retry too, starts the reply
+    # The bad reply goes back whole (prefill included), with the parse error.
+    assert backend.seen[1][-2] == {"role": "assistant", "content": '{"simple_query": "oops'}
+    assert "not a JSON object" in backend.seen[1][-1]["content"]
+
+
 def test_ask_json_batches_across_conversations():
     backend = Scripted('{"a": 1}', "bad", '{"a": 3}')
     answers = ask_json(backend, [[{"role": "user", "content": str(i)}] for i in range(2)],
@@ -101,6 +124,7 @@ def test_build_succeeds_after_an_invalid_graph_is_corrected():
     assert result.error is None and result.graph == expanded
     assert result.simple_query == "heat pumps?" and result.shallow == ["I want a cold climate"]
     assert result.attempts == 4
+    assert backend.prefills == [PREFILL["extract"], PREFILL["base"], PREFILL["base"], PREFILL["expand"]]
     feedback = backend.seen[-1][-1]["content"]
     assert "graph.nodes: cycle q1 -> q3 -> q1" in feedback
     validate_graph(result.graph)

@@ -63,8 +63,17 @@ class Backend(Protocol):
     model: str
 
     def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Generation]:
-        """Complete every conversation (one assistant turn each), in order."""
+        """Complete every conversation (one assistant turn each), in order.
+
+        A conversation that ends with an assistant message is *continued* (a prefill): the model
+        writes on from that message's text, and ``Generation.text`` holds the continuation only.
+        """
         ...
+
+
+def continues(conversation: Conversation) -> bool:
+    """True when the conversation ends with an assistant message for the model to continue."""
+    return bool(conversation) and conversation[-1].get("role") == "assistant"
 
 
 BACKENDS = {

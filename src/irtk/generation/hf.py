@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from irtk.errors import BackendError, ModelError
-from irtk.generation import Conversation, Generation, SamplingParams
+from irtk.generation import Conversation, Generation, SamplingParams, continues
 
 
 def pick_device(device: str | None = None) -> str:
@@ -104,7 +104,9 @@ class HFBackend:
         if self.tokenizer.chat_template is None:
             # Base models without a template: plain "role: content" lines.
             lines = [f"{m['role']}: {m['content']}" for m in conversation]
-            return "\n".join(lines) + "\nassistant:"
+            return "\n".join(lines) if continues(conversation) else "\n".join(lines) + "\nassistant:"
+        if continues(conversation):
+            return self.tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
     def _prefix_ids(self, conversation: Conversation, ids: list[int]) -> tuple[int, ...]:

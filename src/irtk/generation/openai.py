@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from irtk.errors import BackendError, UsageError
-from irtk.generation import Conversation, Generation, SamplingParams
+from irtk.generation import Conversation, Generation, SamplingParams, continues
 
 
 class OpenAIBackend:
@@ -70,6 +70,10 @@ class OpenAIBackend:
             extra["repetition_penalty"] = params.repetition_penalty
         if params.top_k:
             extra["top_k"] = params.top_k
+        if continues(conv):
+            # vLLM/SGLang continue the last assistant message; servers without the extension
+            # start a new one, which callers that parse the reply (build.py) tolerate.
+            extra.update(continue_final_message=True, add_generation_prompt=False)
         omit = openai.NOT_GIVEN
         try:
             resp = await client.chat.completions.create(

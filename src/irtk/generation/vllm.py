@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from irtk.errors import BackendError
-from irtk.generation import Conversation, Generation, SamplingParams
+from irtk.generation import Conversation, Generation, SamplingParams, continues
 
 
 class VLLMBackend:
@@ -62,7 +62,15 @@ class VLLMBackend:
             seed=params.seed,
             logprobs=0 if params.logprobs else None,  # 0: the sampled token's own log-prob
         )
-        outputs = self.llm.chat(list(conversations), sp, use_tqdm=False)
+        # vLLM takes the continue flag per call: prefilled conversations go in a call of their own.
+        outputs: list[Any] = [None] * len(conversations)
+        for flag in (False, True):
+            idx = [i for i, c in enumerate(conversations) if continues(c) == flag]
+            if idx:
+                done = self.llm.chat([conversations[i] for i in idx], sp, use_tqdm=False,
+                                     add_generation_prompt=not flag, continue_final_message=flag)
+                for i, out in zip(idx, done, strict=True):
+                    outputs[i] = out
         results = []
         for out in outputs:
             comp = out.outputs[0]

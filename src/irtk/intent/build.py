@@ -28,6 +28,15 @@ from irtk.intent.graph import (
 # An intent list fits in far fewer tokens than a graph; a model that rambles stops sooner.
 INTENT_MAX_TOKENS = 256
 
+# Each reply is started for the model (an assistant prefill the backend continues): a model that
+# would open with chatter, or with prose instead of JSON, continues an object already open.
+PREFILL = {
+    "extract": '{"simple_query": "',
+    "deep": '{"deep_intents": [',
+    "base": '{"root_node": "',
+    "expand": '{"root_node": "',
+}
+
 
 class ReplyError(ValueError):
     """An LLM reply that cannot be used; the message is fed back to the model."""
@@ -133,23 +142,28 @@ class Answer:
 
 
 def ask_json(backend: Any, conversations: Sequence[Conversation], parsers: Sequence[Callable[[str], Any]],
-             params: SamplingParams, retries: int) -> list[Answer]:
-    """Ask every conversation at once; re-ask the failures with their error, ``retries`` times."""
+             params: SamplingParams, retries: int, prefill: str = "") -> list[Answer]:
+    """Ask every conversation at once; re-ask the failures with their error, ``retries`` times.
+
+    ``prefill`` starts every reply: the model continues it, and the parser sees prefill + reply.
+    """
     answers = [Answer() for _ in conversations]
     pending = dict(enumerate(conversations))
+    started = [{"role": "assistant", "content": prefill}] if prefill else []
     for attempt in range(retries + 1):
         if not pending:
             break
         order = list(pending)
-        replies = backend.chat([pending[i] for i in order], params)
+        replies = backend.chat([[*pending[i], *started] for i in order], params)
         for i, reply in zip(order, replies, strict=True):
             answers[i].calls += 1
+            text = prefill + reply.text
             try:
-                answers[i].value = parsers[i](reply.text)
+                answers[i].value = parsers[i](text)
             except ReplyError as e:
                 answers[i].error = str(e)
                 if attempt < retries:
-                    pending[i] = prompts.retry(pending[i], reply.text, str(e))
+                    pending[i] = prompts.retry(pending[i], text, str(e))
                 else:
                     del pending[i]
                 continue
@@ -185,7 +199,8 @@ def build_graphs(seeds: Sequence[Mapping], backend: Any, settings: BuildSettings
             return []
         params = intent_params if stage in ("extract", "deep") else graph_params
         done = []
-        for i, answer in zip(idx, ask_json(backend, convs, parsers, params, retries), strict=True):
+        answers = ask_json(backend, convs, parsers, params, retries, PREFILL[stage])
+        for i, answer in zip(idx, answers, strict=True):
             results[i].attempts += answer.calls
             if answer.error is not None:
                 results[i].stage, results[i].error = stage, answer.error
