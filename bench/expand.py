@@ -134,6 +134,7 @@ def bench_llm(graphs: list[dict], args: argparse.Namespace) -> None:
 
     print(f"LLM rendering: {n} trajectories x {args.turns} turns (agent + user message each), "
           f"max {args.max_tokens} new tokens, {backend.model} on {args.backend}:{getattr(backend, 'device', 'cpu')} "
+          f"{getattr(getattr(backend, 'lm', None), 'dtype', '')} "
           f"({torch.get_num_threads()} torch threads)")
     print(f"  batched ({c_batched.calls} chat calls): {t_batched:.1f} s, {n / t_batched:.3f} trajectories/s, "
           f"{c_batched.completion_tokens} tokens written, "

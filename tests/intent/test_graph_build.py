@@ -76,6 +76,11 @@ def test_parse_extraction_checks_fields():
         parse_extraction('{"simple_query": "q", "missing_intent": "I want x"}')
     with pytest.raises(ReplyError, match='must not be empty'):
         parse_extraction('{"simple_query": "q", "missing_intent": []}')
+    # A small model echoing the prompt's template is told so (seen with the embedded SmolLM2).
+    with pytest.raises(ReplyError, match='"missing_intent" copies the placeholder \'I want ...\''):
+        parse_extraction('{"simple_query": "q", "missing_intent": ["I want ...", "I want ..."]}')
+    with pytest.raises(ReplyError, match='"simple_query" copies the placeholder'):
+        parse_extraction('{"simple_query": "<fuzzy request>", "missing_intent": ["I want x"]}')
 
 
 def test_ask_json_retries_with_the_error_fed_back():

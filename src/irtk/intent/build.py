@@ -81,7 +81,7 @@ def parse_json_object(text: str) -> dict:
             try:
                 value, _ = decoder.raw_decode(chunk, start)
             except json.JSONDecodeError as e:
-                last_error = f"{e.msg} at character {e.pos - start + 1}"
+                last_error = f"{e.msg}: character {e.pos - start + 1}"
                 start = chunk.find("{", start + 1)
                 continue
             if isinstance(value, dict):
@@ -90,10 +90,17 @@ def parse_json_object(text: str) -> dict:
     raise ReplyError(f"the reply is not a JSON object ({last_error})")
 
 
+# The placeholders the prompts show; a small model may copy them instead of writing its own text.
+PLACEHOLDERS = frozenset({"I want ...", "I want the report to ...", "<fuzzy request>"})
+
+
 def _strings(value: Any, name: str, *, allow_empty: bool) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         raise ReplyError(f'"{name}" must be a list of strings')
     items = [x.strip() for x in value if x.strip()]
+    copied = sorted({x for x in items if x in PLACEHOLDERS})
+    if copied:
+        raise ReplyError(f'"{name}" copies the placeholder {copied[0]!r}: write the actual sentences')
     if not items and not allow_empty:
         raise ReplyError(f'"{name}" must not be empty')
     return items
@@ -104,6 +111,8 @@ def parse_extraction(text: str) -> tuple[str, list[str]]:
     simple = obj.get("simple_query")
     if not isinstance(simple, str) or not simple.strip():
         raise ReplyError('"simple_query" must be a non-empty string')
+    if simple.strip() in PLACEHOLDERS:
+        raise ReplyError(f'"simple_query" copies the placeholder {simple.strip()!r}: write the actual request')
     return simple.strip(), _strings(obj.get("missing_intent"), "missing_intent", allow_empty=False)
 
 
