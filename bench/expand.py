@@ -5,10 +5,12 @@
    Also the whole ``run_expand`` (validation, traversal, rendering, JSONL out) in trajectories/s.
 2. LLM role-play rendering of the same trajectories on the same backend (the embedded SmolLM2 on
    the CPU by default): one ``chat`` call per turn for all trajectories vs one trajectory per call.
-   Target: batched >= 4x at batch 16.
+   Target: batched >= 4x at batch 16. Greedy by default, so both runs write the same tokens (a
+   sampled run would compare different amounts of work).
 
     python bench/expand.py [--seeds examples/seeds.jsonl] [--trajectories 16] [--turns 2]
                            [--max-tokens 64] [--model smollm2-135m-instruct] [--threads N] [--skip-llm]
+                           [--backend hf|vllm] [--dtype float32] [--no-prefix-cache] [--temperature T]
 """
 
 from __future__ import annotations
