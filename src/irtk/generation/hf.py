@@ -93,8 +93,9 @@ class HFBackend:
                  dtype: str | None = None, prefix_cache: bool = True, **_: Any) -> None:
         self.model = model
         self.batch_size = max(1, batch_size)
-        self.prefix_cache = prefix_cache
         self.lm, self.tokenizer, self.device = load_causal_lm(model, device, dtype)
+        # Recurrent (stateful) models keep no per-token key/value cache to share.
+        self.prefix_cache = prefix_cache and not getattr(self.lm, "_is_stateful", False)
         self._prefixes: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
         # transformers 5.x renamed ``past_key_values`` to ``cache``; older releases know only the former.
         params = inspect.signature(self.lm.forward).parameters
