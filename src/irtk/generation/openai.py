@@ -40,6 +40,7 @@ class OpenAIBackend:
         self.max_concurrency = max(1, max_concurrency)
         self.timeout = timeout
         self.max_retries = max_retries
+        self.continue_final_message = True  # turned off once the server rejects the extension
 
     def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Generation]:
         return asyncio.run(self._chat_all(list(conversations), params))
@@ -70,9 +71,11 @@ class OpenAIBackend:
             extra["repetition_penalty"] = params.repetition_penalty
         if params.top_k:
             extra["top_k"] = params.top_k
-        if continues(conv):
-            # vLLM/SGLang continue the last assistant message; servers without the extension
-            # start a new one, which callers that parse the reply (build.py) tolerate.
+        # vLLM/SGLang continue a trailing assistant message when asked. A server that rejects the
+        # fields is asked again without them and writes a new message instead, which callers
+        # that parse the reply (build.py) tolerate.
+        continuing = continues(conv) and self.continue_final_message
+        if continuing:
             extra.update(continue_final_message=True, add_generation_prompt=False)
         omit = openai.NOT_GIVEN
         try:
@@ -88,6 +91,11 @@ class OpenAIBackend:
                 logprobs=params.logprobs or omit,
                 extra_body=extra or None,
             )
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
+            if not continuing:
+                raise BackendError(f"{self.base_url} answered {e.status_code}: {e.message}") from None
+            self.continue_final_message = False
+            return await self._chat_one(client, conv, params, i)
         except openai.APIConnectionError as e:
             raise BackendError(f"cannot reach OpenAI-compatible server at {self.base_url}: {e}") from None
         except openai.APIStatusError as e:
