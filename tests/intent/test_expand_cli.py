@@ -142,6 +142,9 @@ def test_invalid_graphs_are_rejected_and_the_batch_goes_on(tmp_path):
     ]
     assert "seed 'bad' rejected at graph: graph.nodes: cycle q1 -> q3 -> q1" in err
     assert "3 seeds -> 1 graphs (1 given, 0 built, 2 failed)" in err
+    # -q drops the statistics, never the rejects: a dropped seed is always said.
+    quiet = ok(run_irtk("expand", seeds, "--no-build", "-q"))
+    assert "seed 'no-graph' rejected at graph" in quiet and "seeds ->" not in quiet
 
 
 def test_all_rejected_fails_without_output(tmp_path):

@@ -134,7 +134,9 @@ Config = Annotated[
                  show_default=False),
 ]
 Quiet = Annotated[
-    bool, typer.Option("-q", "--quiet", callback=_set_quiet, help="Only errors on stderr.")
+    bool,
+    typer.Option("-q", "--quiet", callback=_set_quiet,
+                 help="No status lines or progress bars; warnings and errors still go to stderr."),
 ]
 Verbose = Annotated[
     int,
