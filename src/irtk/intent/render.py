@@ -8,11 +8,11 @@ so a run with a weak model says how often that happened).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from irtk.generation import SamplingParams
+from irtk.generation import Generation, SamplingParams
 from irtk.intent import prompts
 
 
@@ -82,10 +82,10 @@ def llm_dialogues(backend: Any, items: Sequence[tuple[str, Sequence[Mapping], Se
             ask = prompts.agent_turn(simple, step["question"], step["options"])
             agent.append([{"role": "system", "content": prompts.AGENT_SYSTEM},
                           {"role": "user", "content": _with_history(dialogues[i], ask)}])
-        questions = _chat(backend, agent, params, counts, batched)
+        questions = _chat(backend, agent, params, counts, batched,
+                          lambda k: template_question(items[live[k]][1][t]))  # noqa: B023 - called at once
         for i, text in zip(live, questions, strict=True):
-            step = items[i][1][t]
-            dialogues[i].append({"role": "assistant", "content": _or_template(text, template_question(step), counts)})
+            dialogues[i].append({"role": "assistant", "content": text})
         users = []
         for i in live:
             simple, steps, _ = items[i]
@@ -94,32 +94,42 @@ def llm_dialogues(backend: Any, items: Sequence[tuple[str, Sequence[Mapping], Se
             ask = prompts.user_turn(simple, dialogues[i][-1]["content"], step["choice"], step["intent"])
             users.append([{"role": "system", "content": prompts.USER_SYSTEM},
                           {"role": "user", "content": _with_history(history, ask)}])
-        answers = _chat(backend, users, params, counts, batched)
+        answers = _chat(backend, users, params, counts, batched,
+                        lambda k: template_answer(items[live[k]][1][t]))  # noqa: B023 - called at once
         for i, text in zip(live, answers, strict=True):
-            step = items[i][1][t]
-            dialogues[i].append({"role": "user", "content": _or_template(text, template_answer(step), counts)})
+            dialogues[i].append({"role": "user", "content": text})
     return dialogues
 
 
+def chat_or_template(backend: Any, conversations: Sequence, params: SamplingParams,
+                     fallback: Callable[[int], str]) -> tuple[list[tuple[str, Generation]], int]:
+    """One batched chat call; the stripped text of each completion, or ``fallback(k)`` where
+    completion k is empty (a small model sometimes answers with nothing at all). Returns
+    (text, generation) pairs and how many fell back. ``simulate``'s LLM user and summary agent
+    use it too."""
+    pairs, empty = [], 0
+    for k, g in enumerate(backend.chat(list(conversations), params)):
+        text = (g.text or "").strip()
+        if not text:
+            empty += 1
+            text = fallback(k)
+        pairs.append((text, g))
+    return pairs, empty
+
+
 def _chat(backend: Any, conversations: list, params: SamplingParams, counts: RenderCounts,
-          batched: bool) -> list[str]:
-    groups = [conversations] if batched else [[c] for c in conversations]
+          batched: bool, fallback: Callable[[int], str]) -> list[str]:
+    groups = [list(range(len(conversations)))] if batched else [[k] for k in range(len(conversations))]
     texts = []
     for group in groups:
-        generations = backend.chat(group, params)
+        pairs, empty = chat_or_template(backend, [conversations[k] for k in group], params,
+                                        lambda j: fallback(group[j]))  # noqa: B023 - called at once
         counts.calls += 1
-        for g in generations:
+        counts.fallbacks += empty
+        for text, g in pairs:
             counts.prompt_tokens += g.prompt_tokens
             counts.cached_tokens += g.cached_tokens
             counts.completion_tokens += g.completion_tokens
-            texts.append(g.text)
+            texts.append(text)
     counts.messages += len(texts)
     return texts
-
-
-def _or_template(text: str, fallback: str, counts: RenderCounts) -> str:
-    text = (text or "").strip()
-    if text:
-        return text
-    counts.fallbacks += 1
-    return fallback

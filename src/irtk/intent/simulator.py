@@ -30,7 +30,7 @@ from irtk.generation import SamplingParams
 from irtk.intent import clarify_prompts as prompts
 from irtk.intent.episode import Episode
 from irtk.intent.gate import ANSWERED, EmbeddingGate, Verdict
-from irtk.intent.render import template_answer
+from irtk.intent.render import chat_or_template, template_answer
 
 USERS = ("template", "llm")
 
@@ -47,16 +47,10 @@ class Reply:
 
 def llm_replies(backend: Any, params: SamplingParams, conversations: list,
                 fallback: Callable[[int], str]) -> tuple[list[Reply], int]:
-    """One batched chat call; an empty completion k becomes ``fallback(k)``. Returns the replies
-    and how many fell back (a small model sometimes answers with nothing at all)."""
-    replies, empty = [], 0
-    for k, g in enumerate(backend.chat(conversations, params)):
-        text = g.text.strip()
-        if not text:
-            empty += 1
-            text = fallback(k)
-        replies.append(Reply(text, g.prompt_tokens, g.completion_tokens))
-    return replies, empty
+    """One batched chat call as ``Reply`` records; an empty completion k becomes ``fallback(k)``.
+    Returns the replies and how many fell back."""
+    pairs, empty = chat_or_template(backend, conversations, params, fallback)
+    return [Reply(text, g.prompt_tokens, g.completion_tokens) for text, g in pairs], empty
 
 
 def negative_feedback(verdict: Verdict) -> str:
