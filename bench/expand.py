@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from irtk.generation import SamplingParams
-from irtk.intent.expand import ExpandConfig, run_expand
-from irtk.intent.graph import validate_graph
-from irtk.intent.render import RenderCounts, llm_dialogues, template_dialogue
-from irtk.intent.traversal import Traversal, Visit, steps_of
+from irtk.graphs.expand import ExpandConfig, run_expand
+from irtk.graphs.graph import validate_graph
+from irtk.graphs.render import RenderCounts, llm_dialogues, template_dialogue
+from irtk.graphs.traversal import Traversal, Visit, steps_of
 from irtk.io import RecordReader, RecordWriter, read_rows
 from irtk.records import SEED
 

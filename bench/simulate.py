@@ -38,8 +38,8 @@ def trajectories(n: int) -> list[dict]:
 
 
 def play(rows: list[dict], parts, max_turns: int, batched: bool) -> tuple[float, int]:
-    from irtk.intent.episode import Episode
-    from irtk.intent.simulate import simulate_batch
+    from irtk.dialogue.episode import Episode
+    from irtk.dialogue.simulate import simulate_batch
 
     episodes = [Episode(dict(r)) for r in rows]
     start = time.perf_counter()
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
-    from irtk.intent.simulate import SimulateConfig, _Parts
+    from irtk.dialogue.simulate import SimulateConfig, _Parts
 
     rows = trajectories(args.dialogues)
     config = SimulateConfig(policy="model", user="template", summary="llm", max_turns=args.max_turns,

@@ -108,17 +108,17 @@ def test_hf_prefix_cache_skips_batches_without_one_shared_prefix(tiny_llama):
 def test_hf_dtype_auto_is_bf16_only_where_the_device_runs_it(monkeypatch):
     import torch
 
-    from irtk.generation import hf
+    from irtk import device
 
-    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: True)
-    assert hf.pick_dtype("cpu") is torch.bfloat16
-    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: False)
-    assert hf.pick_dtype("cpu") is hf.pick_dtype("cpu", "auto") is torch.float32
-    assert hf.pick_dtype("cpu", "float16") is torch.float16
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.pick_dtype("cpu") is torch.bfloat16
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert device.pick_dtype("cpu") is device.pick_dtype("cpu", "auto") is torch.float32
+    assert device.pick_dtype("cpu", "float16") is torch.float16
     with pytest.raises(BackendError, match="unknown dtype 'float33'"):
-        hf.pick_dtype("cpu", "float33")
+        device.pick_dtype("cpu", "float33")
     with pytest.raises(BackendError, match="unknown dtype 'cuda'"):
-        hf.pick_dtype("cpu", "cuda")  # a torch attribute, but not a dtype
+        device.pick_dtype("cpu", "cuda")  # a torch attribute, but not a dtype
 
 
 def test_hf_sampling_is_seeded(tiny_llama):

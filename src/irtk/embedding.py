@@ -16,7 +16,7 @@ def load_embedder(name: str = DEFAULT_EMBEDDER, device: str | None = None) -> An
     """A ``SentenceTransformer`` for a registry name, local path or hub id (cached per process)."""
     from sentence_transformers import SentenceTransformer
 
-    from irtk.generation.hf import pick_device
+    from irtk.device import pick_device
     from irtk.models import resolve
 
     path = resolve(name)

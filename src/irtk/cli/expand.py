@@ -66,8 +66,8 @@ def expand(
     """Seeds (id, query; optional simple_query, intents, rubric, graph) in; trajectories out."""
     from irtk.cli import runtime
     from irtk.errors import IrtkError
-    from irtk.intent.expand import ExpandConfig, config_dict, run_expand
-    from irtk.intent.graph import GraphLimits
+    from irtk.graphs.expand import ExpandConfig, config_dict, run_expand
+    from irtk.graphs.graph import GraphLimits
     from irtk.io import RecordReader, RecordWriter, make_provenance
     from irtk.records import SEED, TRAJECTORY
 

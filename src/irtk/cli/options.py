@@ -150,6 +150,14 @@ ProgressOpt = Annotated[
 ]
 
 
+def option(config: type, name: str, *flags: str, **kwargs: object) -> typer.models.OptionInfo:
+    """A typer option whose help text comes from ``config``'s field ``name`` (irtk.config); pair it
+    with ``= default_of(config, name)`` so the default, too, is written only in the dataclass."""
+    from irtk.config import help_of
+
+    return typer.Option(*flags, help=help_of(config, name), **kwargs)
+
+
 def shard_of(value: str | None) -> Shard | None:
     """Turn the --shard option (or Slurm's array variables) into a Shard."""
     return Shard.from_env() if value is None else Shard.parse(value)

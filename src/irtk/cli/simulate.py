@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from irtk.cli import options as opt
-from irtk.intent.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP  # numpy only: --help stays light
+from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP  # numpy only: --help stays light
 
 
 def register(app: typer.Typer) -> None:
@@ -67,12 +67,12 @@ def simulate(
     import json
 
     from irtk.cli import runtime
+    from irtk.dialogue import metrics
+    from irtk.dialogue.simulate import SIMULATE_INPUT, SimulateConfig, output_schema, run_simulate
     from irtk.errors import UsageError
-    from irtk.intent import metrics
-    from irtk.intent.resume import ResumableOutput
-    from irtk.intent.simulate import SIMULATE_INPUT, SimulateConfig, output_schema, run_simulate
     from irtk.io import RecordReader, make_provenance
     from irtk.records import DIALOGUE
+    from irtk.resumable import ResumableOutput
 
     if report is not None and not report.parent.exists():
         raise UsageError(f"--report {report}: folder {report.parent} does not exist")

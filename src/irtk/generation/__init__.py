@@ -13,12 +13,11 @@ Each imports its heavy library only when chosen.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from irtk.errors import UsageError
+from irtk.registry import Registry
 
 Message = dict[str, str]
 Conversation = list[Message]
@@ -76,26 +75,11 @@ def continues(conversation: Conversation) -> bool:
     return bool(conversation) and conversation[-1].get("role") == "assistant"
 
 
-BACKENDS = {
+BACKENDS = Registry("backend", "--backend", {
     "hf": "irtk.generation.hf:HFBackend",
     "vllm": "irtk.generation.vllm:VLLMBackend",
     "openai": "irtk.generation.openai:OpenAIBackend",
-}
-
-
-def load_attr(spec: str, what: str) -> Any:
-    """Import ``module:attr`` (the escape hatch every irtk registry shares)."""
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise UsageError(f"{what} {spec!r}: expected a registered name or module:attr")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UsageError(f"{what} {spec!r}: cannot import {module_name}: {e}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise UsageError(f"{what} {spec!r}: {module_name} has no attribute {attr!r}") from None
+})
 
 
 def get_backend(name: str = "hf", model: str | None = None, **options: Any) -> Backend:
@@ -107,12 +91,20 @@ def get_backend(name: str = "hf", model: str | None = None, **options: Any) -> B
     """
     from irtk.models import DEFAULT_LM
 
-    spec = BACKENDS.get(name, name)
-    if ":" not in spec:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)} or module:attr, got {name!r}")
-    cls = load_attr(spec, "backend")
-    return cls(model=model or DEFAULT_LM, **options)
+    return BACKENDS.create(name, model=model or DEFAULT_LM, **options)
 
 
-def text_of(generations: Sequence[Generation]) -> list[str]:
-    return [g.text for g in generations]
+def chat_or_template(backend: Any, conversations: Sequence, params: SamplingParams,
+                     fallback: Callable[[int], str]) -> tuple[list[tuple[str, Generation]], int]:
+    """One batched chat call; the stripped text of each completion, or ``fallback(k)`` where
+    completion k is empty (a small model sometimes answers with nothing at all). Returns
+    (text, generation) pairs and how many fell back. Graph rendering, the simulated LLM user and the summary
+    agent all use it."""
+    pairs, empty = [], 0
+    for k, g in enumerate(backend.chat(list(conversations), params)):
+        text = (g.text or "").strip()
+        if not text:
+            empty += 1
+            text = fallback(k)
+        pairs.append((text, g))
+    return pairs, empty

@@ -16,47 +16,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from irtk.errors import BackendError, ModelError
+from irtk.device import pick_device, pick_dtype
+from irtk.errors import ModelError
 from irtk.generation import Conversation, Generation, SamplingParams, continues
-
-
-def pick_device(device: str | None = None) -> str:
-    """``device`` as given, else cuda, else mps, else cpu — chosen at run time, never hard-coded."""
-    import torch
-
-    if device and device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(device: str, dtype: str | None = None) -> Any:
-    """``dtype`` as given; else bf16 where the device runs it natively (recent GPUs, CPUs with
-    AVX512-BF16 or AMX), fp16 on older GPUs, fp32 elsewhere (emulated bf16 is slower than fp32)."""
-    import torch
-
-    if dtype and dtype != "auto":
-        value = getattr(torch, dtype, None)
-        if not isinstance(value, torch.dtype):
-            raise BackendError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
-        return value
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run in hardware. On such a CPU (2 cores) the embedded
-    SmolLM2 rendered 16 dialogues 1.7x faster in bf16 than in fp32 (``bench/expand.py --dtype``)."""
-    import torch
-
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def load_causal_lm(model: str, device: str | None = None, dtype: str | None = None) -> tuple[Any, Any, str]:

@@ -130,7 +130,7 @@ class TorchEncoder:
     def __init__(self, device: str | None = None) -> None:
         import os
 
-        from irtk.generation.hf import pick_device
+        from irtk.device import pick_device
 
         if os.environ.get("TRANSFORMERS_VERBOSITY") == "error":  # the CLI without -v
             from transformers.utils import logging as hf_logging

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from irtk.intent.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP, EmbeddingGate, Verdict
+from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP, EmbeddingGate, Verdict
 from irtk.models import DEFAULT_EMBEDDER
 
 BETA = 2.0
@@ -180,7 +180,7 @@ class IntentRewards:
 
 
 # Module-level functions on the default embedder and thresholds, for
-# ``GRPOTrainer(reward_funcs=[irtk.intent.rewards.total_reward])`` or ``module:attr`` registries.
+# ``GRPOTrainer(reward_funcs=[irtk.dialogue.rewards.total_reward])`` or ``module:attr`` registries.
 DEFAULT_REWARDS = IntentRewards()
 content_reward = DEFAULT_REWARDS.content_reward
 format_reward = DEFAULT_REWARDS.format_reward

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from irtk.intent.gate import ANSWERED, STOP
-from irtk.intent.render import template_question
+from irtk.dialogue.gate import ANSWERED, STOP
+from irtk.graphs.render import template_question
 
 
 def node_question(graph: Mapping, node_id: str) -> str:

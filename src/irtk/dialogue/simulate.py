@@ -18,15 +18,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from irtk.dialogue import metrics as metric_lib
+from irtk.dialogue.episode import Episode
+from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP, STOP
+from irtk.dialogue.policies import POLICIES, Ask, make_policy
+from irtk.dialogue.rewards import BETA, GAMMA, IntentRewards
+from irtk.dialogue.summary import SUMMARIES, make_summarizer
+from irtk.dialogue.user import USERS, make_user
 from irtk.errors import InputError, UsageError
 from irtk.generation import SamplingParams
-from irtk.intent import metrics as metric_lib
-from irtk.intent.episode import Episode
-from irtk.intent.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP, STOP
-from irtk.intent.policies import POLICIES, Ask, make_policy
-from irtk.intent.rewards import BETA, GAMMA, IntentRewards
-from irtk.intent.simulator import USERS, make_user
-from irtk.intent.summary import SUMMARIES, make_summarizer
 from irtk.models import DEFAULT_EMBEDDER, DEFAULT_LM
 from irtk.records import DIALOGUE, TRAJECTORY, RecordType
 
@@ -92,10 +92,8 @@ class SimulateConfig:
     bootstrap: int = 1000
 
     def check(self) -> None:
-        for name, value, allowed in (("--policy", self.policy, POLICIES), ("--user", self.user, USERS),
-                                     ("--summary", self.summary, SUMMARIES)):
-            if value not in allowed:
-                raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        for registry, value in ((POLICIES, self.policy), (USERS, self.user), (SUMMARIES, self.summary)):
+            registry.spec(value)  # a usage error listing the names when unknown
         if self.max_turns < 1:
             raise UsageError(f"--max-turns must be at least 1, got {self.max_turns}")
         if self.limit is not None and self.limit < 0:

@@ -16,8 +16,8 @@ from typing import Any
 
 from irtk.errors import InputError
 from irtk.generation import Conversation, SamplingParams
-from irtk.intent import prompts
-from irtk.intent.graph import (
+from irtk.graphs import prompts
+from irtk.graphs.graph import (
     GraphLimits,
     merge_similar,
     node_texts,

@@ -1,6 +1,6 @@
 """The simulated user: an embedding gate, then an answer grounded in the matched intent.
 
-The gate (``irtk.intent.gate``, the same one the rewards use) calls a question *redundant* or
+The gate (``irtk.dialogue.gate``, the same one the rewards use) calls a question *redundant* or
 *irrelevant* and the user answers with negative feedback; otherwise the user answers about the
 intent the question matched:
 
@@ -25,14 +25,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from irtk.dialogue import prompts
+from irtk.dialogue.episode import Episode
+from irtk.dialogue.gate import ANSWERED, EmbeddingGate, Verdict
 from irtk.errors import UsageError
-from irtk.generation import SamplingParams
-from irtk.intent import clarify_prompts as prompts
-from irtk.intent.episode import Episode
-from irtk.intent.gate import ANSWERED, EmbeddingGate, Verdict
-from irtk.intent.render import chat_or_template, template_answer
+from irtk.generation import SamplingParams, chat_or_template
+from irtk.graphs.render import template_answer
+from irtk.registry import Registry
 
-USERS = ("template", "llm")
+# Factories take ``backend`` and ``params`` (keyword) and use what they need.
+USERS = Registry("user", "--user", {
+    "template": "irtk.dialogue.user:TemplateUser.create",
+    "llm": "irtk.dialogue.user:LLMUser.create",
+})
 
 # Re-exported: the gate is the first half of the simulated user.
 __all__ = ["USERS", "EmbeddingGate", "LLMUser", "Reply", "TemplateUser", "make_user", "template_reply"]
@@ -69,6 +74,10 @@ class TemplateUser:
     name = "template"
     fallbacks = 0
 
+    @classmethod
+    def create(cls, **_: Any) -> TemplateUser:
+        return cls()
+
     def answer(self, episodes: Sequence[Episode], questions: Sequence[str],
                verdicts: Sequence[Verdict]) -> list[Reply]:
         return [Reply(template_reply(e, v.matched_intent) if v.verdict == ANSWERED else negative_feedback(v))
@@ -84,6 +93,12 @@ class LLMUser:
         self.backend = backend
         self.params = params
         self.fallbacks = 0
+
+    @classmethod
+    def create(cls, *, backend: Any = None, params: SamplingParams | None = None, **_: Any) -> LLMUser:
+        if backend is None:
+            raise UsageError("--user llm needs a generation backend")
+        return cls(backend, params or SamplingParams())
 
     def answer(self, episodes: Sequence[Episode], questions: Sequence[str],
                verdicts: Sequence[Verdict]) -> list[Reply]:
@@ -106,10 +121,5 @@ class LLMUser:
 
 
 def make_user(name: str, *, backend: Any = None, params: SamplingParams | None = None) -> Any:
-    if name == "template":
-        return TemplateUser()
-    if name == "llm":
-        if backend is None:
-            raise UsageError("--user llm needs a generation backend")
-        return LLMUser(backend, params or SamplingParams())
-    raise UsageError(f"--user must be one of {', '.join(USERS)}, got {name!r}")
+    """A simulated user by registry name or ``module:attr``; ``llm`` needs a backend."""
+    return USERS.create(name, backend=backend, params=params)

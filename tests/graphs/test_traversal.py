@@ -1,12 +1,12 @@
 """Depth-first traversal: path counts, order, hindsight target sets and seeded sampling,
-on graphs worked out by hand (see the docstring of irtk.intent.traversal for the order)."""
+on graphs worked out by hand (see the docstring of irtk.graphs.traversal for the order)."""
 
 from __future__ import annotations
 
 import json
 
-from irtk.intent.traversal import Traversal, option_intent, steps_of
-from tests.intent.cdags import APPENDIX_JSON, HEAT, SHARED, WAITING, graph, node, opt
+from irtk.graphs.traversal import Traversal, option_intent, steps_of
+from tests.graphs.cdags import APPENDIX_JSON, HEAT, SHARED, WAITING, graph, node, opt
 
 
 def walk(g: dict, rank: int) -> list[tuple[str, int, tuple[str, ...]]]:

@@ -12,7 +12,7 @@ import pytest
 
 from irtk.io import read_rows
 from tests.conftest import irtk_cmd, run_irtk
-from tests.intent.cdags import APPENDIX_JSON, HEAT, SHARED, copy_of
+from tests.graphs.cdags import APPENDIX_JSON, HEAT, SHARED, copy_of
 
 
 def write_jsonl(path, rows) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from irtk.intent.gate import ANSWERED, IRRELEVANT, REDUNDANT, STOP
+from irtk.dialogue.gate import ANSWERED, IRRELEVANT, REDUNDANT, STOP
 
 # name -> label, in table order
 AGGREGATED = {

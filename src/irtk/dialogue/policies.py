@@ -18,13 +18,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from irtk.dialogue import prompts
+from irtk.dialogue.episode import Episode, node_question
 from irtk.errors import UsageError
 from irtk.generation import SamplingParams
-from irtk.intent import clarify_prompts as prompts
-from irtk.intent.episode import Episode, node_question
-from irtk.intent.render import template_question
+from irtk.graphs.render import template_question
+from irtk.registry import Registry
 
-POLICIES = ("model", "oracle", "random", "none")
+# Every factory takes the same keyword arguments (``backend``, ``params``, ``allow_stop``,
+# ``seed``) and uses what it needs, so ``--policy module:attr`` plugs in a policy of one's own.
+POLICIES = Registry("policy", "--policy", {
+    "model": "irtk.dialogue.policies:ModelPolicy.create",
+    "oracle": "irtk.dialogue.policies:OraclePolicy.create",
+    "random": "irtk.dialogue.policies:RandomPolicy.create",
+    "none": "irtk.dialogue.policies:NoPolicy.create",
+})
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ class Ask:
 class NoPolicy:
     name = "none"
 
+    @classmethod
+    def create(cls, **_: Any) -> NoPolicy:
+        return cls()
+
     def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
         return [Ask(None) for _ in episodes]
 
@@ -49,6 +61,10 @@ class OraclePolicy:
     """The trajectory's next question: the upper bound a clarifier could reach on this user."""
 
     name = "oracle"
+
+    @classmethod
+    def create(cls, **_: Any) -> OraclePolicy:
+        return cls()
 
     def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
         moves = []
@@ -73,6 +89,10 @@ class RandomPolicy:
     """A uniformly random unasked node of the graph; seeded per dialogue id, so reproducible."""
 
     name = "random"
+
+    @classmethod
+    def create(cls, *, seed: int = 0, **_: Any) -> RandomPolicy:
+        return cls(seed)
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -119,6 +139,13 @@ class ModelPolicy:
         self.allow_stop = allow_stop
         self.system = prompts.CLARIFIER_SYSTEM + (prompts.STOP_RULE if allow_stop else "")
 
+    @classmethod
+    def create(cls, *, backend: Any = None, params: SamplingParams | None = None,
+               allow_stop: bool = False, **_: Any) -> ModelPolicy:
+        if backend is None:
+            raise UsageError("--policy model needs a generation backend")
+        return cls(backend, params or SamplingParams(), allow_stop=allow_stop)
+
     def conversation(self, episode: Episode) -> list[dict]:
         messages = [{"role": "system", "content": self.system},
                     {"role": "user", "content": prompts.CLARIFIER_REQUEST.format(query=episode.query)}]
@@ -142,15 +169,5 @@ class ModelPolicy:
 
 def make_policy(name: str, *, backend: Any = None, params: SamplingParams | None = None,
                 allow_stop: bool = False, seed: int = 0) -> Any:
-    """A policy by name; ``model`` needs a backend."""
-    if name == "model":
-        if backend is None:
-            raise UsageError("--policy model needs a generation backend")
-        return ModelPolicy(backend, params or SamplingParams(), allow_stop=allow_stop)
-    if name == "oracle":
-        return OraclePolicy()
-    if name == "random":
-        return RandomPolicy(seed)
-    if name == "none":
-        return NoPolicy()
-    raise UsageError(f"--policy must be one of {', '.join(POLICIES)}, got {name!r}")
+    """A policy by registry name or ``module:attr``; ``model`` needs a backend."""
+    return POLICIES.create(name, backend=backend, params=params, allow_stop=allow_stop, seed=seed)

@@ -15,13 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from irtk.dialogue import prompts
+from irtk.dialogue.episode import Episode
+from irtk.dialogue.user import Reply, llm_replies
 from irtk.errors import UsageError
 from irtk.generation import SamplingParams
-from irtk.intent import clarify_prompts as prompts
-from irtk.intent.episode import Episode
-from irtk.intent.simulator import Reply, llm_replies
+from irtk.registry import Registry
 
-SUMMARIES = ("llm", "template")
+# Factories take ``backend`` and ``params`` (keyword) and use what they need.
+SUMMARIES = Registry("summary agent", "--summary", {
+    "llm": "irtk.dialogue.summary:LLMSummarizer.create",
+    "template": "irtk.dialogue.summary:TemplateSummarizer.create",
+})
 
 
 def template_summary(query: str, kept: Sequence[tuple[str, str]]) -> str:
@@ -32,6 +37,10 @@ def template_summary(query: str, kept: Sequence[tuple[str, str]]) -> str:
 class TemplateSummarizer:
     name = "template"
     fallbacks = 0
+
+    @classmethod
+    def create(cls, **_: Any) -> TemplateSummarizer:
+        return cls()
 
     def summarize(self, episodes: Sequence[Episode]) -> list[Reply]:
         return [Reply(template_summary(e.query, e.kept_exchanges())) for e in episodes]
@@ -44,6 +53,12 @@ class LLMSummarizer:
         self.backend = backend
         self.params = params
         self.fallbacks = 0
+
+    @classmethod
+    def create(cls, *, backend: Any = None, params: SamplingParams | None = None, **_: Any) -> LLMSummarizer:
+        if backend is None:
+            raise UsageError("--summary llm needs a generation backend")
+        return cls(backend, params or SamplingParams())
 
     def summarize(self, episodes: Sequence[Episode]) -> list[Reply]:
         replies: list[Reply | None] = [None if e.kept_exchanges() else Reply(e.query) for e in episodes]
@@ -65,10 +80,5 @@ class LLMSummarizer:
 
 
 def make_summarizer(name: str, *, backend: Any = None, params: SamplingParams | None = None) -> Any:
-    if name == "template":
-        return TemplateSummarizer()
-    if name == "llm":
-        if backend is None:
-            raise UsageError("--summary llm needs a generation backend")
-        return LLMSummarizer(backend, params or SamplingParams())
-    raise UsageError(f"--summary must be one of {', '.join(SUMMARIES)}, got {name!r}")
+    """A summary agent by registry name or ``module:attr``; ``llm`` needs a backend."""
+    return SUMMARIES.create(name, backend=backend, params=params)

@@ -11,10 +11,10 @@ import json
 
 import pytest
 
+from irtk.dialogue.simulate import SIMULATE_INPUT, SimulateConfig, _Parts, run_simulate
 from irtk.errors import InputError, UsageError
-from irtk.intent.resume import ResumableOutput
-from irtk.intent.simulate import SIMULATE_INPUT, SimulateConfig, _Parts, run_simulate
 from irtk.io import RecordReader, read_rows
+from irtk.resumable import ResumableOutput
 
 from .simulate_fixtures import (
     ASIA_USER,
@@ -27,13 +27,13 @@ from .simulate_fixtures import (
     jsonl,
 )
 
-SCRIPTED = "tests.intent.simulate_fixtures:ScriptedBackend"
+SCRIPTED = "tests.dialogue.simulate_fixtures:ScriptedBackend"
 
 
 @pytest.fixture(autouse=True)
 def bow_embedder(monkeypatch):
     """Every gate built in these tests embeds with the bag-of-words stand-in."""
-    from irtk.intent import gate
+    from irtk.dialogue import gate
 
     embedder = BagOfWordsEmbedder()
     monkeypatch.setattr(gate.EmbeddingGate, "model", property(lambda self: embedder))

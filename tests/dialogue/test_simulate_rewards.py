@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from irtk.intent.gate import EmbeddingGate
-from irtk.intent.rewards import IntentRewards, count_questions, format_score
+from irtk.dialogue.gate import EmbeddingGate
+from irtk.dialogue.rewards import IntentRewards, count_questions, format_score
 
 from .simulate_fixtures import KeyedEmbedder
 

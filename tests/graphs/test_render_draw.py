@@ -8,10 +8,10 @@ import subprocess
 import pytest
 
 from irtk.generation import Generation, SamplingParams
-from irtk.intent.draw import draw, file_stem, to_dot, to_mermaid
-from irtk.intent.render import RenderCounts, llm_dialogues, template_dialogue
-from irtk.intent.traversal import Traversal, steps_of
-from tests.intent.cdags import HEAT, SHARED, graph, node, opt
+from irtk.graphs.draw import draw, file_stem, to_dot, to_mermaid
+from irtk.graphs.render import RenderCounts, llm_dialogues, template_dialogue
+from irtk.graphs.traversal import Traversal, steps_of
+from tests.graphs.cdags import HEAT, SHARED, graph, node, opt
 
 
 def heat_steps(rank: int) -> list[dict]:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from irtk.intent.graph import (
+from irtk.graphs.graph import (
     GraphError,
     GraphLimits,
     depth,
@@ -18,7 +18,7 @@ from irtk.intent.graph import (
     shared_children,
     validate_graph,
 )
-from tests.intent.cdags import APPENDIX_JSON, HEAT, SHARED, copy_of, graph, node, opt
+from tests.graphs.cdags import APPENDIX_JSON, HEAT, SHARED, copy_of, graph, node, opt
 
 
 def test_valid_graphs_pass_and_are_returned_unchanged():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from irtk.intent.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP, EmbeddingGate
+from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP, EmbeddingGate
 from tests.conftest import ROOT
 
 REGION = "Which region should the report focus on? Options: Europe; Asia; North America."

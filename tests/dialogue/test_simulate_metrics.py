@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from irtk.intent.metrics import aggregate, bootstrap_ci, dialogue_metrics, metrics_table
+from irtk.dialogue.metrics import aggregate, bootstrap_ci, dialogue_metrics, metrics_table
 
 
 def turn(verdict, matched=None, content=0.0, fmt=1.0):

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from irtk.generation import Generation, SamplingParams
-from irtk.intent import prompts
+from irtk.generation import SamplingParams, chat_or_template
+from irtk.graphs import prompts
 
 
 def template_question(step: Mapping) -> str:
@@ -99,22 +99,6 @@ def llm_dialogues(backend: Any, items: Sequence[tuple[str, Sequence[Mapping], Se
         for i, text in zip(live, answers, strict=True):
             dialogues[i].append({"role": "user", "content": text})
     return dialogues
-
-
-def chat_or_template(backend: Any, conversations: Sequence, params: SamplingParams,
-                     fallback: Callable[[int], str]) -> tuple[list[tuple[str, Generation]], int]:
-    """One batched chat call; the stripped text of each completion, or ``fallback(k)`` where
-    completion k is empty (a small model sometimes answers with nothing at all). Returns
-    (text, generation) pairs and how many fell back. ``simulate``'s LLM user and summary agent
-    use it too."""
-    pairs, empty = [], 0
-    for k, g in enumerate(backend.chat(list(conversations), params)):
-        text = (g.text or "").strip()
-        if not text:
-            empty += 1
-            text = fallback(k)
-        pairs.append((text, g))
-    return pairs, empty
 
 
 def _chat(backend: Any, conversations: list, params: SamplingParams, counts: RenderCounts,

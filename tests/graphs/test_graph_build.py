@@ -12,7 +12,7 @@ import json
 import pytest
 
 from irtk.generation import Generation, SamplingParams
-from irtk.intent.build import (
+from irtk.graphs.build import (
     PREFILL,
     BuildSettings,
     ReplyError,
@@ -21,8 +21,8 @@ from irtk.intent.build import (
     parse_extraction,
     parse_json_object,
 )
-from irtk.intent.graph import GraphLimits, validate_graph
-from tests.intent.cdags import HEAT, copy_of
+from irtk.graphs.graph import GraphLimits, validate_graph
+from tests.graphs.cdags import HEAT, copy_of
 
 
 class Scripted:

@@ -17,9 +17,9 @@ from typing import Any
 
 from irtk.errors import IrtkError, UsageError
 from irtk.generation import SamplingParams
-from irtk.intent.graph import GraphError, GraphLimits, depth, validate_graph
-from irtk.intent.render import RenderCounts, llm_dialogues, template_dialogue
-from irtk.intent.traversal import Traversal, steps_of
+from irtk.graphs.graph import GraphError, GraphLimits, depth, validate_graph
+from irtk.graphs.render import RenderCounts, llm_dialogues, template_dialogue
+from irtk.graphs.traversal import Traversal, steps_of
 
 RENDERERS = ("template", "llm")
 # Without --max-paths a graph with more paths than this is rejected rather than exploding the output.
@@ -162,7 +162,7 @@ def _graphs_for(batch: list[dict], config: ExpandConfig, lazy: _Lazy, stats: Exp
         stats.graphs_given += 1
         ready[i] = (seed, graph, {})
     if to_build:
-        from irtk.intent.build import BuildSettings, build_graphs
+        from irtk.graphs.build import BuildSettings, build_graphs
 
         settings = BuildSettings(
             limits=config.limits, retries=config.retries, merge_threshold=config.merge_threshold,
@@ -283,7 +283,7 @@ def run_expand(config: ExpandConfig, reader: Any, writer: Any, *, backend: Any =
 
 
 def _draw(graph: Mapping, folder: Path, name: str, drawn: set[str]) -> None:
-    from irtk.intent.draw import draw, file_stem
+    from irtk.graphs.draw import draw, file_stem
 
     stem, n = file_stem(name), 1
     while stem in drawn:  # two seed ids that sanitise to the same file name

@@ -1,1 +1,0 @@
-"""IntentRL: intent refinement graphs (C-DAG), trajectories, user simulation and rewards."""
