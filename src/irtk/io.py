@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from irtk import __version__
-from irtk.errors import InputError, UsageError
+from irtk.errors import InputError, IrtkError, UsageError
 from irtk.records import RecordType, codec_fields, decode_row, detect, encode_row
 
 PROVENANCE_KEY = b"irtk.provenance"
@@ -638,3 +638,16 @@ __all__ = [
     "resolve_format",
     "stdout_target",
 ]
+
+
+def write_report(path: Path | str, data: Any) -> None:
+    """Write a JSON report atomically (a temp file renamed into place): a failed or killed run
+    never leaves half a report, and an earlier report stays whole until the new one is ready."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise IrtkError(f"{path}: cannot write the report: {e.strerror}") from None

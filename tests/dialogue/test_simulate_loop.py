@@ -160,11 +160,11 @@ def test_bad_trajectories_name_row_and_field(tmp_path, row, field, message):
 
 def test_config_is_checked():
     with pytest.raises(UsageError, match="--policy"):
-        SimulateConfig(policy="smart").check()
+        SimulateConfig(policy="smart")
     with pytest.raises(UsageError, match="--tau-rel"):
-        SimulateConfig(tau_rel=1.5).check()
+        SimulateConfig(tau_rel=1.5)
     with pytest.raises(UsageError, match="--user"):
-        SimulateConfig(user="robot").check()
+        SimulateConfig(user="robot")
 
 
 def test_llm_user_and_summary_share_the_policy_backend(tmp_path):

@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from irtk.cli import runtime
-from irtk.errors import ConfigError
+from irtk.errors import ConfigError, UsageError
 from irtk.io import Shard
 
 
@@ -133,6 +133,16 @@ Config = Annotated[
                  help="TOML/JSON file of option defaults (top level, or a table per command).",
                  show_default=False),
 ]
+Report = Annotated[
+    Optional[Path],
+    typer.Option("--report", help="Write the run's metrics / statistics here as JSON (atomically).",
+                 show_default=False),
+]
+Embedder = Annotated[
+    str,
+    typer.Option("--embedder", envvar="IRTK_EMBEDDER",
+                 help="Sentence embedder: a registry name (irtk models), a local path or a hub id."),
+]
 Quiet = Annotated[
     bool,
     typer.Option("-q", "--quiet", callback=_set_quiet,
@@ -156,6 +166,19 @@ def option(config: type, name: str, *flags: str, **kwargs: object) -> typer.mode
     from irtk.config import help_of
 
     return typer.Option(*flags, help=help_of(config, name), **kwargs)
+
+
+def check_report(report: Path | None) -> None:
+    """Fail before any work when ``--report``'s folder does not exist."""
+    if report is not None and not report.parent.exists():
+        raise UsageError(f"--report {report}: folder {report.parent} does not exist")
+
+
+def write_report(report: Path | None, data: object) -> None:
+    if report is not None:
+        from irtk.io import write_report as write
+
+        write(report, data)
 
 
 def shard_of(value: str | None) -> Shard | None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from irtk.cli import options as opt
-from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP  # numpy only: --help stays light
+from irtk.config import default_of as D
+from irtk.dialogue.config import SimulateConfig as C  # no torch: --help stays light
 
 
 def register(app: typer.Typer) -> None:
@@ -24,65 +24,51 @@ def simulate(
     input: opt.Input = None,
     output: opt.Output = None,
     format: opt.Format = None,
-    policy: Annotated[str, typer.Option("--policy", help="Clarifier: model, oracle (the trajectory's "
-                                        "own questions), random (random graph questions) or none.")] = "model",
-    backend: opt.Backend = "hf",
-    model: opt.Model = "smollm2-135m-instruct",
+    policy: Annotated[str, opt.option(C, "policy", "--policy")] = D(C, "policy"),
+    backend: opt.Backend = D(C, "backend"),
+    model: opt.Model = D(C, "model"),
     base_url: opt.BaseUrl = None,
-    dtype: opt.Dtype = "auto",
-    user: Annotated[str, typer.Option("--user", help="Simulated user's answers: template "
-                                      "(deterministic, from the matched intent) or llm.")] = "template",
-    user_model: Annotated[Optional[str], typer.Option("--user-model", help="Model for --user llm "
-                                                      "(default: --model).", show_default=False)] = None,
-    summary: Annotated[str, typer.Option("--summary", help="Summary agent: llm or template.")] = "llm",
-    summary_model: Annotated[Optional[str], typer.Option("--summary-model", help="Model for --summary "
-                                                         "llm (default: --model).", show_default=False)] = None,
-    embedder: Annotated[str, typer.Option("--embedder", help="Sentence embedder of the gate and the "
-                                          "rewards: a registry name, path or hub id.")] = "minilm-l6",
-    tau_rep: Annotated[float, typer.Option("--tau-rep", help="Redundant when the cosine to an earlier "
-                                           "question exceeds this (calibrated for minilm-l6).")] = DEFAULT_TAU_REP,
-    tau_rel: Annotated[float, typer.Option("--tau-rel", help="Irrelevant when the best cosine to the "
-                                           "intents is below this (calibrated for minilm-l6).")] = DEFAULT_TAU_REL,
-    max_turns: Annotated[int, typer.Option("--max-turns", min=1, help="Questions per dialogue at most.")] = 9,
-    allow_stop: Annotated[bool, typer.Option("--allow-stop", help="Let the model policy answer STOP "
-                                             "when it knows enough.")] = False,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature "
-                                               "(0: greedy).")] = 0.7,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens per agent turn.")] = 96,
-    seed: opt.Seed = 0,
-    batch_size: opt.BatchSize = 16,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Simulate at most N dialogues.",
-                                                 show_default=False)] = None,
+    dtype: opt.Dtype = D(C, "dtype"),
+    user: Annotated[str, opt.option(C, "user", "--user")] = D(C, "user"),
+    user_model: Annotated[Optional[str], opt.option(C, "user_model", "--user-model", show_default=False)] = None,
+    summary: Annotated[str, opt.option(C, "summary", "--summary")] = D(C, "summary"),
+    summary_model: Annotated[Optional[str], opt.option(C, "summary_model", "--summary-model",
+                                                       show_default=False)] = None,
+    embedder: opt.Embedder = D(C, "embedder"),
+    tau_rep: Annotated[float, opt.option(C, "tau_rep", "--tau-rep")] = D(C, "tau_rep"),
+    tau_rel: Annotated[float, opt.option(C, "tau_rel", "--tau-rel")] = D(C, "tau_rel"),
+    max_turns: Annotated[int, opt.option(C, "max_turns", "--max-turns", min=1)] = D(C, "max_turns"),
+    allow_stop: Annotated[bool, opt.option(C, "allow_stop", "--allow-stop")] = D(C, "allow_stop"),
+    temperature: Annotated[float, opt.option(C, "temperature", "--temperature", min=0.0)] = D(C, "temperature"),
+    max_tokens: Annotated[int, opt.option(C, "max_tokens", "--max-tokens", min=1)] = D(C, "max_tokens"),
+    seed: opt.Seed = D(C, "seed"),
+    batch_size: opt.BatchSize = D(C, "batch_size"),
+    limit: Annotated[Optional[int], opt.option(C, "limit", "--limit", min=0, show_default=False)] = None,
     shard: opt.ShardOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="With -o: keep the dialogues already in the "
                                          "output (or left by a killed run) and skip their ids.")] = False,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write the aggregate metrics as "
-                                                   "JSON here.", show_default=False)] = None,
+    report: opt.Report = None,
     config: opt.Config = None,
     progress: opt.ProgressOpt = None,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = 0,
 ) -> None:
     """Simulate one dialogue per trajectory and write DIALOGUE records (input columns pass through)."""
-    import json
 
     from irtk.cli import runtime
     from irtk.dialogue import metrics
-    from irtk.dialogue.simulate import SIMULATE_INPUT, SimulateConfig, output_schema, run_simulate
-    from irtk.errors import UsageError
+    from irtk.dialogue.simulate import SIMULATE_INPUT, output_schema, run_simulate
     from irtk.io import RecordReader, make_provenance
     from irtk.records import DIALOGUE
     from irtk.resumable import ResumableOutput
 
-    if report is not None and not report.parent.exists():
-        raise UsageError(f"--report {report}: folder {report.parent} does not exist")
-    cfg = SimulateConfig(
+    opt.check_report(report)
+    cfg = C(
         policy=policy, backend=backend, model=model, base_url=base_url, dtype=dtype, user=user, user_model=user_model,
         summary=summary, summary_model=summary_model, embedder=embedder, tau_rep=tau_rep, tau_rel=tau_rel,
         max_turns=max_turns, allow_stop=allow_stop, temperature=temperature, max_tokens=max_tokens,
         seed=seed, batch_size=batch_size, limit=limit,
     )
-    cfg.check()
     shard_ = opt.shard_of(shard)
     reader = RecordReader(input, record_type=SIMULATE_INPUT, batch_size=batch_size, shard=shard_)
     provenance = make_provenance("simulate", source=reader.name, shard=str(shard_) if shard_ else None,
@@ -98,7 +84,4 @@ def simulate(
         title = (f"irtk simulate: policy {policy}, {result['dialogues']} dialogue(s), "
                  f"{result['seconds']:.1f} s")
         runtime.console.print(metrics.metrics_table(result["metrics"], title=title))
-    if report is not None:
-        tmp = report.with_name(f".{report.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(report)
+    opt.write_report(report, result)

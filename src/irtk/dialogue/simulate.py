@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from irtk.dialogue import metrics as metric_lib
+from irtk.dialogue.config import SimulateConfig
 from irtk.dialogue.episode import Episode
-from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP, STOP
-from irtk.dialogue.policies import POLICIES, Ask, make_policy
-from irtk.dialogue.rewards import BETA, GAMMA, IntentRewards
-from irtk.dialogue.summary import SUMMARIES, make_summarizer
-from irtk.dialogue.user import USERS, make_user
-from irtk.errors import InputError, UsageError
-from irtk.generation import SamplingParams
-from irtk.models import DEFAULT_EMBEDDER, DEFAULT_LM
+from irtk.dialogue.gate import STOP
+from irtk.dialogue.policies import Ask, make_policy
+from irtk.dialogue.rewards import IntentRewards
+from irtk.dialogue.summary import make_summarizer
+from irtk.dialogue.user import make_user
+from irtk.errors import InputError
 from irtk.records import DIALOGUE, TRAJECTORY, RecordType
 
 
@@ -58,59 +57,6 @@ def output_schema() -> Any:
 
     names = set(DIALOGUE.schema.names)
     return pa.schema([*DIALOGUE.schema, *(f for f in TRAJECTORY.schema if f.name not in names)])
-
-
-@dataclass
-class SimulateConfig:
-    """Everything one simulation run depends on (recorded in the output's provenance)."""
-
-    policy: str = "model"
-    backend: str = "hf"
-    model: str = DEFAULT_LM
-    base_url: str | None = None
-    dtype: str = "auto"
-    user: str = "template"
-    user_model: str | None = None  # default: the policy's model (one backend serves both)
-    summary: str = "llm"
-    summary_model: str | None = None  # default: the policy's model
-    embedder: str = DEFAULT_EMBEDDER
-    tau_rep: float = DEFAULT_TAU_REP
-    tau_rel: float = DEFAULT_TAU_REL
-    beta: float = BETA
-    gamma: float = GAMMA
-    max_turns: int = 9
-    allow_stop: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 96
-    user_max_tokens: int = 64
-    summary_max_tokens: int = 160
-    seed: int = 0
-    batch_size: int = 16
-    limit: int | None = None
-    skip_ids: frozenset[str] = field(default_factory=frozenset)
-    bootstrap: int = 1000
-
-    def check(self) -> None:
-        for registry, value in ((POLICIES, self.policy), (USERS, self.user), (SUMMARIES, self.summary)):
-            registry.spec(value)  # a usage error listing the names when unknown
-        if self.max_turns < 1:
-            raise UsageError(f"--max-turns must be at least 1, got {self.max_turns}")
-        if self.limit is not None and self.limit < 0:
-            raise UsageError(f"--limit must be >= 0, got {self.limit}")
-        for name, tau in (("--tau-rep", self.tau_rep), ("--tau-rel", self.tau_rel)):
-            if not -1.0 <= tau <= 1.0:
-                raise UsageError(f"{name} is a cosine similarity in [-1, 1], got {tau}")
-
-    def sampling(self, max_tokens: int) -> SamplingParams:
-        return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
-                              seed=self.seed)
-
-    def recorded(self) -> dict:
-        """The config as provenance: every setting, without the resume bookkeeping."""
-        out = asdict(self)
-        out.pop("skip_ids")
-        return out
 
 
 class _Parts:
@@ -226,7 +172,6 @@ def run_simulate(config: SimulateConfig, reader: Any, writer: Any, *,
     """Simulate every trajectory ``reader`` yields, write one dialogue per trajectory to
     ``writer`` and return the aggregate report (``prior_rows``: dialogues already written by an
     earlier run, included in the aggregate)."""
-    config.check()
     started = time.perf_counter()
     collected = [metric_row(r) for r in prior_rows]
     prior = len(collected)

@@ -9,13 +9,12 @@ goes on. Each trajectory row follows ``records.TRAJECTORY``; unknown seed column
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irtk.errors import IrtkError, UsageError
+from irtk.errors import UsageError
 from irtk.generation import SamplingParams
 from irtk.graphs.graph import GraphError, GraphLimits, depth, validate_graph
 from irtk.graphs.render import RenderCounts, llm_dialogues, template_dialogue
@@ -278,7 +277,9 @@ def run_expand(config: ExpandConfig, reader: Any, writer: Any, *, backend: Any =
     if rejects_writer is not None:
         rejects_writer.close()
     if config.report is not None:
-        _write_report(config.report, stats)
+        from irtk.io import write_report
+
+        write_report(config.report, stats.summary())
     return stats
 
 
@@ -291,18 +292,6 @@ def _draw(graph: Mapping, folder: Path, name: str, drawn: set[str]) -> None:
         stem = f"{file_stem(name)}-{n}"
     drawn.add(stem)
     draw(graph, folder, stem)
-
-
-def _write_report(path: Path, stats: ExpandStats) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(stats.summary(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise IrtkError(f"{path}: cannot write the report: {e.strerror}") from None
 
 
 def config_dict(config: ExpandConfig) -> dict:

@@ -30,36 +30,50 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from irtk.errors import ModelError
-from irtk.retrieval.encoders import (
+from irtk.errors import ModelError, UsageError
+from irtk.models import DEFAULT_EMBEDDER
+from irtk.retrieval.encoders.base import (
     CHECKPOINT_CONFIG,
     CLIP_MEAN,
     CLIP_STD,
     TINY_VISION,
     WEIGHTS,
     TorchEncoder,
-    _clip_spec,
+    checkpoint_config,
+    clip_spec,
 )
 
 CAPTION_PREFIX = "caption:"
 TINY_TEXT_BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                   "intermediate_size": 128, "max_position_embeddings": 128}
+# The extractor's layer: "released" as in the released code (post-norm, LeakyReLU, a 2048-wide
+# feed-forward, dropout 0.05); "prenorm" a pre-norm layer with GELU and a 2x-wide MLP, no dropout.
+EXTRACTOR_BLOCKS = ("released", "prenorm")
 
 
 class ComplementaryExtractor(nn.Module):
-    """One pre-norm transformer layer over patches whose attention favours what captions lack."""
+    """One transformer layer over patches whose attention favours what captions lack."""
 
-    def __init__(self, dim: int, heads: int = 8, mlp_ratio: float = 2.0) -> None:
+    def __init__(self, dim: int, heads: int = 8, block: str = "released", ff_width: int = 2048,
+                 dropout: float = 0.05) -> None:
         super().__init__()
         if dim % heads:
             raise ModelError(f"extractor width {dim} is not divisible by {heads} heads")
+        if block not in EXTRACTOR_BLOCKS:
+            raise ModelError(f"extractor block {block!r}: use one of {', '.join(EXTRACTOR_BLOCKS)}")
         self.heads = heads
+        self.block = block
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        if block == "released":
+            self.mlp = nn.Sequential(nn.Linear(dim, ff_width), nn.LeakyReLU(), nn.Dropout(dropout),
+                                     nn.Linear(ff_width, dim))
+            self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        else:
+            self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+            self.drop1 = self.drop2 = nn.Identity()
 
     @staticmethod
     def weights(patches: torch.Tensor, caption: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
@@ -72,10 +86,11 @@ class ComplementaryExtractor(nn.Module):
         has_caption = caption_mask.any(dim=-1, keepdim=True)
         return torch.where(has_caption, w, torch.ones_like(w))
 
-    def forward(self, patches: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        b, n, d = patches.shape
+    def attention(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Multi-head self-attention with each key's logits scaled by w² (w < 1e-5: masked)."""
+        b, n, d = x.shape
         h = self.heads
-        q, k, v = self.qkv(self.norm1(patches)).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
         logits = (q @ k.transpose(-1, -2)) / math.sqrt(d // h)  # B,H,N,N
         logits = logits * (w * w)[:, None, None, :]
         dead = (w < 1e-5)[:, None, None, :]
@@ -83,8 +98,13 @@ class ComplementaryExtractor(nn.Module):
         attn = torch.softmax(logits, dim=-1)
         # A patch whose keys are all masked (every patch described) attends to nothing.
         attn = torch.nan_to_num(attn, nan=0.0)
-        mixed = (attn @ v).transpose(1, 2).reshape(b, n, d)
-        x = patches + self.out(mixed)
+        return self.out((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+    def forward(self, patches: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.block == "released":
+            x = self.norm1(patches + self.drop1(self.attention(patches, w)))
+            return self.norm2(x + self.drop2(self.mlp(x)))
+        x = patches + self.attention(self.norm1(patches), w)
         return x + self.mlp(self.norm2(x))
 
 
@@ -105,13 +125,13 @@ class CieaModel(nn.Module):
     """Vision tower + projector + extractor + image markers + text encoder + logit scale."""
 
     def __init__(self, visual: nn.Module, d_image: int, text: nn.Module, heads: int,
-                 logit_scale: float = 100.0) -> None:
+                 logit_scale: float = 100.0, extractor: str = "released") -> None:
         super().__init__()
         d_text = text.config.hidden_size
         self.visual = visual
         self.text = text
         self.projector = nn.Linear(d_image, d_text)
-        self.extractor = ComplementaryExtractor(d_text, heads)
+        self.extractor = ComplementaryExtractor(d_text, heads, extractor)
         std = float(text.get_input_embeddings().weight.detach().std())
         self.im_start = nn.Parameter(torch.randn(d_text) * std)
         self.im_end = nn.Parameter(torch.randn(d_text) * std)
@@ -142,10 +162,19 @@ class CieaEncoder(TorchEncoder):
     # -- building and saving --
 
     @classmethod
-    def create(cls, text_model: str = "minilm-l6", vision: str = "tiny", *, heads: int = 8,
-               freeze_vision: bool = False, comp_via_extractor: bool = False,
-               max_length: int = 128, logit_scale: float = 100.0, seed: int = 0,
-               device: str | None = None) -> CieaEncoder:
+    def from_name(cls, model: str | None = None, device: str | None = None, **options: Any) -> CieaEncoder:
+        """The registry's factory: ``model`` must be a checkpoint folder (``irtk train-retriever``
+        builds fresh models)."""
+        if checkpoint_config(model) is None:
+            raise UsageError("--encoder ciea needs --model CHECKPOINT, a folder written by "
+                             "`irtk train-retriever --encoder ciea`")
+        return cls.load(model, device=device)
+
+    @classmethod
+    def create(cls, text_model: str = DEFAULT_EMBEDDER, vision: str = "tiny", *, heads: int = 8,
+               freeze_vision: bool = True, comp_via_extractor: bool = False,
+               extractor: str = "released", max_length: int = 128, logit_scale: float = 100.0,
+               seed: int = 0, device: str | None = None) -> CieaEncoder:
         """A fresh CIEA model: ``vision`` is ``tiny`` (random ViT) or an open_clip ``ARCH/TAG``;
         ``text_model`` a registry name/path/hub id of an encoder-only HF model, or ``tiny``."""
         from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
@@ -157,7 +186,7 @@ class CieaEncoder(TorchEncoder):
             vspec = {"cfg": dict(TINY_VISION), "embed_dim": 64}
             image_size, d_image = TINY_VISION["image_size"], TINY_VISION["width"]
         else:
-            arch, tag = _clip_spec(vision)
+            arch, tag = clip_spec(vision)
             vspec = {"arch": arch, "pretrained": tag}
         try:
             visual = _vision_tower(vspec)
@@ -177,12 +206,12 @@ class CieaEncoder(TorchEncoder):
             except (OSError, ValueError) as e:
                 raise ModelError(f"cannot load text encoder {text_model!r}: {e}") from None
         new_visual = vision == "tiny"
-        model = CieaModel(visual, d_image, text, heads, logit_scale)
+        model = CieaModel(visual, d_image, text, heads, logit_scale, extractor)
         meta = {"vision": {k: v for k, v in vspec.items() if k != "pretrained"} | (
                     {"pretrained_from": vspec.get("pretrained")} if vspec.get("pretrained") else {}),
                 "text_model": text_model, "image_size": image_size, "heads": heads,
                 "max_length": max_length, "freeze_vision": freeze_vision,
-                "comp_via_extractor": comp_via_extractor}
+                "comp_via_extractor": comp_via_extractor, "extractor": extractor}
         enc = cls(model, tokenizer, meta, device)
         random_parts = [model.projector, model.extractor]
         if new_visual:
@@ -207,7 +236,9 @@ class CieaEncoder(TorchEncoder):
             d_image = int(visual.transformer.width)
             text = AutoModel.from_config(AutoConfig.from_pretrained(folder / "text"))
             tokenizer = AutoTokenizer.from_pretrained(folder / "text")
-            model = CieaModel(visual, d_image, text, int(meta["heads"]))
+            # Checkpoints from before the released layer became the default have no "extractor".
+            model = CieaModel(visual, d_image, text, int(meta["heads"]),
+                              extractor=meta.get("extractor", "prenorm"))
             model.load_state_dict(load_file(str(folder / WEIGHTS)))
         except (OSError, KeyError, ValueError, RuntimeError) as e:
             raise ModelError(f"{folder}: not a loadable CIEA checkpoint: {e}") from None
@@ -286,7 +317,7 @@ class CieaEncoder(TorchEncoder):
 
     def _with_image(self, captions: Sequence[str | None], images: Sequence[Any],
                     weigh_against: Sequence[str | None] | None = None, splice_caption: bool = True,
-                    ) -> torch.Tensor:
+                    refine: bool = True) -> torch.Tensor:
         m = self.module
         patches = self.patches(images)
         b, n, d = patches.shape
@@ -299,8 +330,11 @@ class CieaEncoder(TorchEncoder):
             other = self._tokens([c or "" for c in weigh_against])
             cap_words = m.text.get_input_embeddings()(other["input_ids"])
             cap_mask = self._caption_mask(other, prefixed=False)
-        w = m.extractor.weights(patches, cap_words, cap_mask)
-        refined = m.extractor(patches, w)
+        if refine:
+            w = m.extractor.weights(patches, cap_words, cap_mask)
+            refined = m.extractor(patches, w)
+        else:
+            refined = patches
         seq = torch.cat([words[:, :1], m.im_start.expand(b, 1, d), refined,
                          m.im_end.expand(b, 1, d), words[:, 1:]], dim=1)
         ones = torch.ones(b, n + 2, dtype=tok["attention_mask"].dtype, device=self.device)
@@ -323,8 +357,11 @@ class CieaEncoder(TorchEncoder):
     query_tensor = document_tensor  # a query with an image is encoded like an image document
 
     def image_only_tensor(self, images: Sequence[Any], captions: Sequence[str] | None = None) -> torch.Tensor:
-        """Patches without caption. By default the extractor sees no caption (every w = 1), as in
-        the released code; with ``comp_via_extractor`` the patches are weighed against the
-        document's caption first, as the paper's figure draws it."""
-        against = captions if self.meta.get("comp_via_extractor") and captions is not None else None
-        return self._with_image([None] * len(images), images, weigh_against=against, splice_caption=False)
+        """Patches without caption, for the complementary loss. By default the projected patches
+        go to the text encoder as they are, skipping the extractor, as the released code does;
+        with ``comp_via_extractor`` they are first refined by the extractor, weighed against the
+        document's caption, as the paper's figure draws it."""
+        if self.meta.get("comp_via_extractor") and captions is not None:
+            return self._with_image([None] * len(images), images, weigh_against=captions,
+                                    splice_caption=False)
+        return self._with_image([None] * len(images), images, splice_caption=False, refine=False)
