@@ -62,9 +62,10 @@ def output_schema() -> Any:
 class _Parts:
     """The policy, user, summary agent and rewards of a run, built on the first batch."""
 
-    def __init__(self, config: SimulateConfig) -> None:
+    def __init__(self, config: SimulateConfig, backends: Mapping[str, Any] | None = None) -> None:
         self.config = config
-        self._backends: dict[str, Any] = {}
+        # ``backends``: models already loaded, by name (a trainer's live policy plays rollouts).
+        self._backends: dict[str, Any] = dict(backends or {})
         self.rewards = IntentRewards(config.embedder, tau_rep=config.tau_rep, tau_rel=config.tau_rel,
                                      beta=config.beta, gamma=config.gamma)
         self.policy = make_policy(
@@ -92,9 +93,12 @@ def simulate_batch(episodes: list[Episode], parts: _Parts, max_turns: int) -> No
     """Play every episode to its end, all live ones advancing one turn per backend call."""
     policy, user, rewards = parts.policy, parts.user, parts.rewards
     for turn in range(1, max_turns + 1):
-        live = [e for e in episodes if not e.done]
-        if not live:
+        if all(e.done for e in episodes):
             break
+        # An episode that starts from k played turns (Stage II's expert prefix) joins at turn k+1.
+        live = [e for e in episodes if not e.done and len(e.turns) < turn]
+        if not live:
+            continue
         asking: list[tuple[Episode, Ask]] = []
         for e, move in zip(live, policy.ask(live, turn), strict=True):
             e.tokens_in += move.prompt_tokens
@@ -168,14 +172,15 @@ def metric_row(record: Mapping) -> dict:
 
 
 def run_simulate(config: SimulateConfig, reader: Any, writer: Any, *,
-                 prior_rows: Iterable[Mapping] = (), progress: Callable[[int], None] | None = None) -> dict:
+                 prior_rows: Iterable[Mapping] = (), progress: Callable[[int], None] | None = None,
+                 parts: _Parts | None = None) -> dict:
     """Simulate every trajectory ``reader`` yields, write one dialogue per trajectory to
     ``writer`` and return the aggregate report (``prior_rows``: dialogues already written by an
-    earlier run, included in the aggregate)."""
+    earlier run, included in the aggregate; ``parts``: a prebuilt policy, user, summary agent and
+    rewards, e.g. around a model being trained)."""
     started = time.perf_counter()
     collected = [metric_row(r) for r in prior_rows]
     prior = len(collected)
-    parts: _Parts | None = None
     skipped = written = 0
     for batch in reader.batches():
         episodes = []
