@@ -8,7 +8,7 @@ VLLM_VENV ?= .venv-vllm
 OUT ?= out
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench lint vllm-cpu-env clean testbed
+.PHONY: setup test test-fast demo bench lint man vllm-cpu-env clean testbed
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check src tests bench
+
+# Man pages are generated from the CLI (prose in man/src/*.roff); tests fail when they are stale.
+man: setup
+	$(BIN)/python -m irtk.cli.manpages man
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

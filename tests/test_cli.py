@@ -107,9 +107,9 @@ def test_bad_input_one_line_exit_1_no_output(tmp_path, content, expected):
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
-    # the same through a shell redirect: the half file is removed
+    # the same through a shell redirect: the shell's file stays (irtk did not create it), empty
     r = shell(f"irtk show {bad} > red.parquet", tmp_path)
-    assert r.returncode == 1 and not (tmp_path / "red.parquet").exists()
+    assert r.returncode == 1 and (tmp_path / "red.parquet").read_bytes() == b""
     # -v adds the traceback
     r = run_irtk("show", str(bad), "-o", str(out), "-v")
     assert r.returncode == 1 and b"Traceback" in r.stderr
@@ -206,3 +206,42 @@ def test_shard_outputs_concatenate_back_to_the_whole(records, tmp_path):
     assert r.returncode == 0, r.stderr
     ids = sorted(pq.read_table(tmp_path / "all.parquet").column("id").to_pylist(), key=lambda s: int(s[1:]))
     assert ids == [f"r{i}" for i in range(50)]
+
+
+def test_a_failing_run_keeps_the_file_stdout_and_stderr_share(tmp_path):
+    """`irtk show bad > job.out 2>&1` (a Slurm job's --output): the error stays readable."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": \n')
+    r = shell(f"irtk show {bad} > job.out 2>&1", tmp_path)
+    assert r.returncode == 1
+    text = (tmp_path / "job.out").read_text()
+    assert "error:" in text and "line 1" in text
+
+
+def test_a_failing_run_does_not_swallow_the_next_commands_output(tmp_path, records):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": \n')
+    r = shell(f"{{ irtk show {bad}; irtk show {records} --format jsonl; }} > out.jsonl", tmp_path)
+    assert r.returncode == 0  # the group's status is the last command's
+    good = run_irtk("show", str(records), "--format", "jsonl").stdout
+    assert (tmp_path / "out.jsonl").read_bytes() == good and good
+
+
+def test_a_failing_run_keeps_what_was_in_the_file_before(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a"}\n{"id": \n')
+    out = tmp_path / "log.jsonl"
+    out.write_text('{"id": "earlier"}\n')
+    r = shell(f"irtk show {bad} --format jsonl >> log.jsonl", tmp_path)
+    assert r.returncode == 1
+    assert out.read_text() == '{"id": "earlier"}\n'
+
+
+def test_quiet_and_verbose_do_not_leak_into_the_next_call_in_process(tmp_path, records, capsys):
+    from irtk.cli import runtime
+    from irtk.cli.main import run
+
+    assert run(["show", str(records), "--count", "-q", "-v"]) == 0
+    assert runtime.state.quiet and runtime.state.verbose
+    assert run(["show", str(records), "--count"]) == 0
+    assert not runtime.state.quiet and runtime.state.verbose == 0

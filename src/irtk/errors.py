@@ -42,14 +42,17 @@ class InputError(IrtkError):
             where.append(f"field '{self.field}'")
         return (": ".join(where) + ": " if where else "") + self.message
 
-    def located(self, *, source: str | None = None, row: int | None = None) -> InputError:
-        """Return a copy with the source/row filled in where they were unknown."""
+    def located(self, *, source: str | None = None, row: int | None = None,
+                field: str | None = None, unit: str | None = None) -> InputError:
+        """A copy with source, row and field filled in where they were unknown: a low-level
+        check (a row's schema, an image decoder) raises without knowing where it is, and the
+        reader that does know re-raises ``e.located(...)``."""
         return InputError(
             self.message,
             source=self.source if self.source is not None else source,
             row=self.row if self.row is not None else row,
-            field=self.field,
-            unit=self.unit,
+            field=self.field if self.field is not None else field,
+            unit=unit or self.unit,
         )
 
 

@@ -91,13 +91,6 @@ def make_provenance(stage: str, **fields: Any) -> dict:
     return json.loads(json.dumps(prov, default=_json_default))
 
 
-def read_provenance(path: str | Path) -> dict | None:
-    """The provenance stored in a Parquet file's metadata, if any."""
-    meta = pq.read_schema(path).metadata or {}
-    raw = meta.get(PROVENANCE_KEY)
-    return json.loads(raw) if raw else None
-
-
 # --- reading --------------------------------------------------------------------------------------
 
 
@@ -279,9 +272,7 @@ class RecordReader:
                     try:
                         self.record_type.validate(row)
                     except InputError as e:
-                        raise InputError(
-                            e.message, source=self.name, row=row_no, field=e.field, unit=unit
-                        ) from None
+                        raise e.located(source=self.name, row=row_no, unit=unit) from None
                 self.rows_read += 1
                 yield row
         finally:
@@ -410,6 +401,24 @@ def stdout_target() -> Path | None:
         return None
 
 
+def _write_position(fd: int) -> int:
+    """Where this process's next write to ``fd`` lands: the end of the file for ``>>`` (an
+    O_APPEND descriptor's offset says nothing until it writes), else its offset."""
+    import fcntl
+
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+        return os.fstat(fd).st_size
+    return os.lseek(fd, 0, os.SEEK_CUR)
+
+
+def _same_file(fd_a: int, fd_b: int) -> bool:
+    try:
+        a, b = os.fstat(fd_a), os.fstat(fd_b)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def resolve_format(fmt: str | None, output: str | Path | None, *, extra: Iterable[str] = ()) -> str:
     """``--format``, else the output's extension, else stdout's target's extension, else jsonl."""
     allowed = (*FORMATS, *extra)
@@ -471,7 +480,7 @@ class RecordWriter:
             self._tmp = None
             self._fh = sys.stdout.buffer
             if stdout_target() is not None:
-                self._stdout_start = os.lseek(1, 0, os.SEEK_CUR)
+                self._stdout_start = _write_position(1)
 
     # -- context --
 
@@ -607,14 +616,17 @@ class RecordWriter:
             self._tmp.unlink(missing_ok=True)
             return
         if self._stdout_start is not None:
-            target = stdout_target()
+            # Undo only the bytes this writer appended to the redirected file; never unlink it
+            # (the shell created it, and `{ a; b; } > f` goes on writing to it), and leave it
+            # alone when stderr goes to the same file (`> job.out 2>&1`: the error message
+            # explaining the failure is in there).
             try:
                 self._fh.flush()
             except OSError:
                 pass
-            os.ftruncate(1, self._stdout_start)
-            if self._stdout_start == 0 and target is not None:
-                target.unlink(missing_ok=True)
+            if not _same_file(1, 2):
+                os.ftruncate(1, self._stdout_start)
+                os.lseek(1, self._stdout_start, os.SEEK_SET)
 
 
 def _infer_type(values: list, name: str) -> pa.DataType:
@@ -633,7 +645,6 @@ __all__ = [
     "Shard",
     "dumps",
     "make_provenance",
-    "read_provenance",
     "read_rows",
     "resolve_format",
     "stdout_target",

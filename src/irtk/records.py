@@ -12,7 +12,6 @@ Unknown input columns are not described here and pass through every stage untouc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -169,6 +168,7 @@ DIALOGUE = RecordType(
         pa.field("f1", pa.float64()),
         pa.field("quality", pa.float64()),
         pa.field("redundant", pa.int32()),
+        pa.field("restates", pa.int32()),
         pa.field("irrelevant", pa.int32()),
         pa.field("turns_used", pa.int32()),
         pa.field("stopped_early", pa.bool_()),
@@ -390,8 +390,3 @@ def detect(row: Mapping) -> RecordType | None:
             continue
         return rt
     return None
-
-
-def finite(x: float) -> float | None:
-    """NaN/inf are not JSON; records store them as null."""
-    return x if x is not None and math.isfinite(x) else None

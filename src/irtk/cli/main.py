@@ -60,20 +60,7 @@ def build_app() -> typer.Typer:
     return app
 
 
-def _drop_empty_redirect() -> None:
-    """After a failure, remove the empty file a shell created for ``> out.parquet``."""
-    from irtk.io import stdout_target
-
-    target = stdout_target()
-    try:
-        if target is not None and os.fstat(1).st_size == 0:
-            target.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
 def _fail(message: str, code: int) -> int:
-    _drop_empty_redirect()
     runtime.console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
     return code
 
@@ -95,6 +82,7 @@ def _quiet_libraries(argv: list[str]) -> None:
 def run(argv: list[str] | None = None) -> int:
     from irtk.errors import IrtkError
 
+    runtime.reset()  # -q/-v of an earlier call in this process must not leak into this one
     _quiet_libraries(sys.argv[1:] if argv is None else argv)
 
     command = typer.main.get_command(build_app())

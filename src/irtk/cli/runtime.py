@@ -7,7 +7,6 @@ appear only when stderr is a terminal (``--progress/--no-progress`` overrides).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,12 @@ class State:
     progress: bool | None = None  # None: only when stderr is a terminal
 
 
-state = State(verbose=int(os.environ.get("IRTK_VERBOSE", "0") or 0))
+state = State()
+
+
+def reset() -> None:
+    """Back to the defaults: each CLI call starts from them (the options set them again)."""
+    state.verbose, state.quiet, state.progress = 0, False, None
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
