@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from irtk.generation import SamplingParams
-from irtk.graphs.expand import ExpandConfig, run_expand
+from irtk.graphs.config import ExpandConfig
+from irtk.graphs.expand import run_expand
 from irtk.graphs.graph import validate_graph
 from irtk.graphs.render import RenderCounts, llm_dialogues, template_dialogue
 from irtk.graphs.traversal import Traversal, Visit, steps_of

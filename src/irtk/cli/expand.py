@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from irtk.cli import options as opt
+from irtk.config import default_of as D
+from irtk.graphs.config import ExpandConfig as C  # no torch: --help stays light
 
 
 def register(app: typer.Typer) -> None:
@@ -23,40 +25,28 @@ def expand(
     input: opt.Input = None,
     output: opt.Output = None,
     format: opt.Format = None,
-    render: Annotated[str, typer.Option("--render", help="Dialogue rendering: template (deterministic, "
-                                        "no LLM) or llm (role-play with --backend/--model).")] = "template",
-    max_paths: Annotated[int, typer.Option("--max-paths", min=0, help="Keep at most N paths per graph, "
-                                           "sampled with --seed (0: every path).")] = 0,
-    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="Write rejected seeds (id, stage, "
-                                                    "reason) here as JSONL.", show_default=False)] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write the run statistics here as JSON.",
-                                                   show_default=False)] = None,
-    draw: Annotated[Optional[Path], typer.Option("--draw", help="Draw every graph into this folder "
-                                                 "(.mmd, .dot; .svg/.png when Graphviz is installed).",
-                                                 show_default=False)] = None,
-    build: Annotated[bool, typer.Option("--build/--no-build", help="Build graphs with the LLM for seeds "
-                                        "that have none (else reject those seeds).")] = True,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Re-ask the LLM this many times, with the "
-                                         "error fed back, when a reply is not JSON or not a valid graph.")] = 2,
-    max_nodes: Annotated[int, typer.Option("--max-nodes", min=1, help="Most questions a graph may have.")] = 20,
-    min_options: Annotated[int, typer.Option("--min-options", min=1, help="Fewest options per question.")] = 2,
-    max_options: Annotated[int, typer.Option("--max-options", min=1, help="Most options per question.")] = 3,
-    merge_threshold: Annotated[float, typer.Option("--merge-threshold", help="Merge built questions whose "
-                                                   "embeddings are this cosine-similar (1: never).")] = 0.9,
-    embedder: Annotated[str, typer.Option("--embedder", envvar="IRTK_EMBEDDER",
-                                          help="Sentence embedder for merging questions.")] = "minilm-l6",
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token budget per graph-building "
-                                            "reply.")] = 1024,
-    render_max_tokens: Annotated[int, typer.Option("--render-max-tokens", min=1, help="Token budget per "
-                                                   "rendered message (--render llm).")] = 96,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature for "
-                                               "graph building (rendering uses at least 0.7).")] = 0.3,
-    backend: opt.Backend = "hf",
-    model: opt.Model = "smollm2-135m-instruct",
+    render: Annotated[str, opt.option(C, "render", "--render")] = D(C, "render"),
+    max_paths: Annotated[int, opt.option(C, "max_paths", "--max-paths", min=0)] = 0,
+    rejects: Annotated[Optional[Path], opt.option(C, "rejects", "--rejects", show_default=False)] = None,
+    report: opt.Report = None,
+    draw: Annotated[Optional[Path], opt.option(C, "draw_dir", "--draw", show_default=False)] = None,
+    build: Annotated[bool, opt.option(C, "build", "--build/--no-build")] = D(C, "build"),
+    retries: Annotated[int, opt.option(C, "retries", "--retries", min=0)] = D(C, "retries"),
+    max_nodes: Annotated[int, opt.option(C, "max_nodes", "--max-nodes", min=1)] = D(C, "max_nodes"),
+    min_options: Annotated[int, opt.option(C, "min_options", "--min-options", min=1)] = D(C, "min_options"),
+    max_options: Annotated[int, opt.option(C, "max_options", "--max-options", min=1)] = D(C, "max_options"),
+    merge_threshold: Annotated[float, opt.option(C, "merge_threshold", "--merge-threshold")] = D(C, "merge_threshold"),
+    embedder: opt.Embedder = D(C, "embedder"),
+    max_tokens: Annotated[int, opt.option(C, "max_tokens", "--max-tokens", min=1)] = D(C, "max_tokens"),
+    render_max_tokens: Annotated[int, opt.option(C, "render_max_tokens", "--render-max-tokens",
+                                                 min=1)] = D(C, "render_max_tokens"),
+    temperature: Annotated[float, opt.option(C, "temperature", "--temperature", min=0.0)] = D(C, "temperature"),
+    backend: opt.Backend = D(C, "backend"),
+    model: opt.Model = D(C, "model"),
     base_url: opt.BaseUrl = None,
-    dtype: opt.Dtype = "auto",
-    seed: opt.Seed = 0,
-    batch_size: opt.BatchSize = 16,
+    dtype: opt.Dtype = D(C, "dtype"),
+    seed: opt.Seed = D(C, "seed"),
+    batch_size: opt.BatchSize = D(C, "batch_size"),
     shard: opt.ShardOpt = None,
     config: opt.Config = None,
     progress: opt.ProgressOpt = None,
@@ -66,22 +56,20 @@ def expand(
     """Seeds (id, query; optional simple_query, intents, rubric, graph) in; trajectories out."""
     from irtk.cli import runtime
     from irtk.errors import IrtkError
-    from irtk.graphs.expand import ExpandConfig, config_dict, run_expand
-    from irtk.graphs.graph import GraphLimits
+    from irtk.graphs.expand import run_expand
     from irtk.io import RecordReader, RecordWriter, make_provenance
     from irtk.records import SEED, TRAJECTORY
 
-    cfg = ExpandConfig(
+    opt.check_report(report)
+    cfg = C(
         render=render, backend=backend, model=model, base_url=base_url, dtype=dtype, build=build, retries=retries,
-        max_paths=max_paths or None,
-        limits=GraphLimits(max_nodes=max_nodes, min_options=min_options, max_options=max_options),
+        max_paths=max_paths, max_nodes=max_nodes, min_options=min_options, max_options=max_options,
         merge_threshold=merge_threshold, embedder=embedder, max_tokens=max_tokens,
         render_max_tokens=render_max_tokens, temperature=temperature,
         seed=seed, batch_size=batch_size, rejects=rejects, report=report, draw_dir=draw,
     )
-    cfg.check()
     reader = RecordReader(input, record_type=SEED, batch_size=batch_size, shard=opt.shard_of(shard))
-    prov = make_provenance("expand", source=reader.name, **config_dict(cfg))
+    prov = make_provenance("expand", source=reader.name, **cfg.recorded())
 
     def on_reject(row: dict) -> None:
         runtime.warn(f"seed {row['id']!r} rejected at {row['stage']}: {row['reason']}")

@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from irtk.config import default_of
 from irtk.errors import InputError
 from irtk.generation import Conversation, SamplingParams
 from irtk.graphs import prompts
+from irtk.graphs.config import ExpandConfig
 from irtk.graphs.graph import (
     GraphLimits,
     merge_similar,
@@ -42,13 +44,20 @@ class ReplyError(ValueError):
     """An LLM reply that cannot be used; the message is fed back to the model."""
 
 
+def _default_params() -> SamplingParams:
+    return SamplingParams(max_tokens=default_of(ExpandConfig, "max_tokens"),
+                          temperature=default_of(ExpandConfig, "temperature"))
+
+
 @dataclass
 class BuildSettings:
+    """What graph building needs of an expand run's settings (defaults: ExpandConfig's)."""
+
     limits: GraphLimits = field(default_factory=GraphLimits)
-    retries: int = 2
-    merge_threshold: float = 0.9  # cosine similarity above which two questions are one
-    embedder: str = "minilm-l6"
-    params: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=1024, temperature=0.3))
+    retries: int = default_of(ExpandConfig, "retries")
+    merge_threshold: float = default_of(ExpandConfig, "merge_threshold")  # cosine: two questions are one
+    embedder: str = default_of(ExpandConfig, "embedder")
+    params: SamplingParams = field(default_factory=_default_params)
 
 
 @dataclass

@@ -10,57 +10,18 @@ goes on. Each trajectory row follows ``records.TRAJECTORY``; unknown seed column
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irtk.errors import UsageError
 from irtk.generation import SamplingParams
-from irtk.graphs.graph import GraphError, GraphLimits, depth, validate_graph
+from irtk.graphs.config import ExpandConfig
+from irtk.graphs.graph import GraphError, depth, validate_graph
 from irtk.graphs.render import RenderCounts, llm_dialogues, template_dialogue
 from irtk.graphs.traversal import Traversal, steps_of
 
-RENDERERS = ("template", "llm")
 # Without --max-paths a graph with more paths than this is rejected rather than exploding the output.
 PATH_SAFETY_LIMIT = 100_000
-
-
-@dataclass
-class ExpandConfig:
-    """Every setting of an expand run (the CLI fills this from its options)."""
-
-    render: str = "template"
-    backend: str = "hf"
-    model: str | None = None  # None: the embedded default LM
-    base_url: str | None = None
-    dtype: str = "auto"
-    build: bool = True  # build graphs for seeds without one (else reject them)
-    retries: int = 2
-    max_paths: int | None = None  # None/0: every path
-    limits: GraphLimits = field(default_factory=GraphLimits)
-    merge_threshold: float = 0.9
-    embedder: str = "minilm-l6"
-    max_tokens: int = 1024  # per graph-building reply
-    render_max_tokens: int = 96  # per rendered message
-    temperature: float = 0.3
-    seed: int = 0
-    batch_size: int = 16  # seeds per batch (LLM calls batch across them)
-    rejects: Path | None = None
-    report: Path | None = None
-    draw_dir: Path | None = None
-
-    def check(self) -> None:
-        if self.render not in RENDERERS:
-            raise UsageError(f"--render must be one of {', '.join(RENDERERS)}, got {self.render!r}")
-        if self.retries < 0:
-            raise UsageError("--retries must be >= 0")
-        if self.max_paths is not None and self.max_paths < 0:
-            raise UsageError("--max-paths must be >= 0 (0: every path)")
-        lim = self.limits
-        if lim.max_nodes < 1 or lim.min_options < 1 or lim.max_options < lim.min_options:
-            raise UsageError("need --max-nodes >= 1 and 1 <= --min-options <= --max-options")
-        if not 0.0 < self.merge_threshold <= 1.0:
-            raise UsageError("--merge-threshold must be in (0, 1] (1 disables merging)")
 
 
 @dataclass
@@ -236,7 +197,6 @@ def run_expand(config: ExpandConfig, reader: Any, writer: Any, *, backend: Any =
     ``backend`` overrides the one the config names (tests, benchmarks, notebooks). ``on_reject``
     sees each reject as it happens; ``advance(n)`` is told of n more seeds done.
     """
-    config.check()
     stats = ExpandStats()
     lazy = _Lazy(config, backend)
     rejects_writer = None
@@ -292,9 +252,3 @@ def _draw(graph: Mapping, folder: Path, name: str, drawn: set[str]) -> None:
         stem = f"{file_stem(name)}-{n}"
     drawn.add(stem)
     draw(graph, folder, stem)
-
-
-def config_dict(config: ExpandConfig) -> dict:
-    """The config as plain JSON-able data (for provenance)."""
-    out = asdict(config)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
