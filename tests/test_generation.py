@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -127,6 +128,12 @@ def test_hf_sampling_is_seeded(tiny_llama):
     a = backend.chat([QUESTION] * 2, params)
     b = backend.chat([QUESTION] * 2, params)
     assert [g.text for g in a] == [g.text for g in b]
+    # The seed and the temperature are used: another seed samples other text, and so does
+    # sampling against greedy decoding (a backend that ignored either would repeat itself).
+    other = backend.chat([QUESTION] * 2, replace(params, seed=8))
+    greedy = backend.chat([QUESTION] * 2, replace(params, temperature=0.0))
+    assert [g.text for g in other] != [g.text for g in a]
+    assert [g.text for g in greedy] != [g.text for g in a]
 
 
 @pytest.mark.slow

