@@ -144,3 +144,24 @@ def test_draw_renders_images_with_graphviz(tmp_path):
     # dot itself accepts the DOT text (a syntax error would fail here).
     done = subprocess.run(["dot", "-Tplain"], input=to_dot(SHARED), capture_output=True, text=True)
     assert done.returncode == 0 and "node c" in done.stdout.replace('"', "")
+
+
+def test_draw_makes_a_png_without_graphviz(tmp_path, monkeypatch):
+    from irtk.graphs import draw as draw_mod
+
+    monkeypatch.setattr(draw_mod, "dot_available", lambda: False)
+    written = draw(SHARED, tmp_path, "shared")
+    assert [p.name for p in written] == ["shared.mmd", "shared.dot", "shared.png"]
+    png = (tmp_path / "shared.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+
+
+def test_the_python_drawing_has_every_node_and_arrows_point_down():
+    from irtk.graphs.draw import to_networkx
+
+    g = to_networkx(SHARED)
+    questions = {n for n, d in g.nodes(data=True) if d["kind"] == "question"}
+    options = [n for n, d in g.nodes(data=True) if d["kind"] == "option"]
+    assert questions == {f"q:{nid}" for nid in SHARED["nodes"]}
+    assert len(options) == sum(len(node["options"]) for node in SHARED["nodes"].values())
+    assert all(g.nodes[b]["layer"] > g.nodes[a]["layer"] for a, b in g.edges)

@@ -50,8 +50,8 @@ class ExpandConfig:
     batch_size: int = setting(16, "Seeds per batch (LLM calls batch across them).")
     rejects: Path | None = setting(None, "Write rejected seeds (id, stage, reason) here as JSONL.")
     report: Path | None = setting(None, "Write the run statistics here as JSON.")
-    draw_dir: Path | None = setting(None, "Draw every graph into this folder (.mmd, .dot; .svg/.png "
-                                    "when Graphviz is installed).")
+    draw_dir: Path | None = setting(None, "Draw every graph into this folder: .mmd, .dot and .png "
+                                    "(Graphviz when installed, with .svg; else drawn in Python).")
 
     def __post_init__(self) -> None:
         if self.max_paths == 0:

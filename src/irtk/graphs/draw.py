@@ -3,7 +3,8 @@
 Questions are boxes, options small rounded nodes between a question and the questions the option
 unlocks, so every option shows (also those that unlock nothing) and shared children are visible
 as nodes with several incoming arrows. The root (simplified query) points at the start nodes.
-Graphviz is optional: without ``dot`` on PATH only the text formats are written.
+Graphviz is optional: without ``dot`` on PATH the PNG is drawn in Python (networkx's layered
+layout, matplotlib), so a reviewer can always look at a graph; SVG needs Graphviz.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from irtk.errors import IrtkError
 
@@ -102,6 +104,71 @@ def render_dot(dot_file: Path, fmt: str) -> Path:
     return target
 
 
+def to_networkx(graph: Mapping) -> Any:
+    """The drawing's graph: root, questions and options as nodes (``kind`` attribute), each with
+    its ``layer`` (depth from the root) and a wrapped ``label``."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    g.add_node("root", kind="root", label="\n".join(_wrap(graph["root_node"], 36)))
+    for nid, node in graph["nodes"].items():
+        g.add_node(f"q:{nid}", kind="question", label="\n".join(_wrap(f"{nid}: {node['text']}", 30)))
+    for sid in graph["start_node_ids"]:
+        g.add_edge("root", f"q:{sid}")
+    for nid, node in graph["nodes"].items():
+        for j, option in enumerate(node["options"]):
+            oid = f"o:{nid}#{j}"
+            g.add_node(oid, kind="option", label="\n".join(_wrap(option["text"], 22)))
+            g.add_edge(f"q:{nid}", oid)
+            for target in option.get("next_node_id") or []:
+                g.add_edge(oid, f"q:{target}")
+    # A node sits one layer below its deepest parent, so every arrow points down.
+    for n in nx.topological_sort(g):
+        parents = [g.nodes[p]["layer"] for p in g.predecessors(n)]
+        g.nodes[n]["layer"] = max(parents) + 1 if parents else 0
+    # Within a layer, nodes keep breadth-first order from the root, so siblings sit together
+    # under their parent and few arrows cross (the layout places nodes in insertion order).
+    first_seen = {n: i for i, n in enumerate(["root", *(v for _, v in nx.bfs_edges(g, "root"))])}
+    ordered = nx.DiGraph()
+    ordered.add_nodes_from(sorted(g.nodes(data=True), key=lambda nd: (nd[1]["layer"], first_seen.get(nd[0], 0))))
+    ordered.add_edges_from(g.edges)
+    return ordered
+
+
+def render_png(graph: Mapping, target: Path) -> Path:
+    """Draw the graph as a PNG with networkx + matplotlib (no Graphviz needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    g = to_networkx(graph)
+    layers: dict[int, list[str]] = {}
+    for n, data in g.nodes(data=True):  # breadth-first order within each layer
+        layers.setdefault(data["layer"], []).append(n)
+    width = max(len(row) for row in layers.values())
+    # Each layer centred, root on top (networkx's multipartite layout reorders within a layer).
+    pos = {n: ((i - (len(row) - 1) / 2) * 2.4, -layer * 1.3)
+           for layer, row in layers.items() for i, n in enumerate(row)}
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.4 * width), max(4.0, 1.35 * len(layers))))
+    nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=10, edge_color="#777777",
+                           node_size=1800, min_source_margin=12, min_target_margin=12)
+    style = {"root": ("#ffe9b3", 9, "round,pad=0.4"), "question": ("#dbe9ff", 8, "round,pad=0.35"),
+             "option": ("#ffffff", 7, "round,pad=0.25")}
+    for n, data in g.nodes(data=True):
+        fill, size, box = style[data["kind"]]
+        ax.text(*pos[n], data["label"], ha="center", va="center", fontsize=size,
+                bbox={"boxstyle": box, "facecolor": fill, "edgecolor": "#5577aa",
+                      "linestyle": "--" if data["kind"] == "option" else "-"})
+    ax.set_axis_off()
+    ax.margins(0.08)
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
+
+
 def file_stem(name: str) -> str:
     """A file name for a graph id (seed ids may contain slashes, spaces, ...)."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
@@ -109,7 +176,8 @@ def file_stem(name: str) -> str:
 
 
 def draw(graph: Mapping, folder: str | Path, name: str, images: tuple[str, ...] = IMAGE_FORMATS) -> list[Path]:
-    """Write ``<name>.mmd`` and ``<name>.dot`` into ``folder``, plus images when dot is installed."""
+    """Write ``<name>.mmd`` and ``<name>.dot`` into ``folder``, plus images: through Graphviz
+    when ``dot`` is installed, else the PNG drawn in Python (and no SVG)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = file_stem(name)
@@ -119,4 +187,6 @@ def draw(graph: Mapping, folder: str | Path, name: str, images: tuple[str, ...] 
     written = [mmd, dot]
     if images and dot_available():
         written += [render_dot(dot, fmt) for fmt in images]
+    elif "png" in images:
+        written.append(render_png(graph, folder / f"{stem}.png"))
     return written
