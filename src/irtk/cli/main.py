@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "irtk.cli.index",
     "irtk.cli.retrieve",
     "irtk.cli.train_retriever",
+    "irtk.cli.completion",
 ]
 
 
@@ -87,6 +88,10 @@ def run(argv: list[str] | None = None) -> int:
     _quiet_libraries(sys.argv[1:] if argv is None else argv)
 
     command = typer.main.get_command(build_app())
+    if os.environ.get("_IRTK_COMPLETE"):  # a completion request from `irtk completion`'s script
+        from typer.completion import completion_init
+
+        completion_init()
     try:
         try:
             result = command.main(args=argv, prog_name="irtk", standalone_mode=False)
