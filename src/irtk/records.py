@@ -207,8 +207,44 @@ HIT = RecordType(
     "one retrieved document for one query (`irtk retrieve` output)",
 )
 
+EVIDENCE = pa.struct(
+    [
+        pa.field("docid", pa.string()),
+        pa.field("score", pa.float64()),  # best score over the sub-queries that found it
+        pa.field("text", pa.string()),
+        pa.field("subqueries", pa.list_(pa.int32())),  # indexes into ``subqueries``
+        pa.field("subquery_scores", pa.list_(pa.float64())),
+    ]
+)
+
+REPORT = RecordType(
+    "report",
+    _schema(
+        pa.field("id", pa.string()),
+        pa.field("request", pa.string()),
+        pa.field("clarify", pa.string()),  # interactive | simulate | auto | none
+        pa.field("seed", pa.int64()),
+        pa.field("turns", pa.list_(TURN)),
+        pa.field("assumptions", pa.list_(pa.string())),
+        pa.field("brief", pa.struct([pa.field("query", pa.string()), pa.field("points", pa.list_(pa.string()))])),
+        pa.field("subqueries", pa.list_(pa.string())),
+        pa.field("evidence", pa.list_(EVIDENCE)),
+        pa.field("writer", pa.string()),
+        pa.field("report", pa.string()),
+        pa.field("citations", pa.struct([
+            pa.field("total", pa.int64()), pa.field("valid", pa.int64()), pa.field("invalid", pa.int64()),
+            pa.field("invalid_ids", pa.list_(pa.string()))])),
+        pa.field("coverage", pa.float64()),
+        pa.field("covered_intents", pa.list_(pa.string())),
+        pa.field("tokens_in", pa.int64()),
+        pa.field("tokens_out", pa.int64()),
+    ),
+    frozenset({"id", "report"}),
+    "a cited research report with its clarification dialogue, brief and evidence (`irtk research`)",
+)
+
 RECORD_TYPES: dict[str, RecordType] = {
-    t.name: t for t in (SEED, TRAJECTORY, DIALOGUE, DOCUMENT, QUERY, HIT)
+    t.name: t for t in (SEED, TRAJECTORY, DIALOGUE, DOCUMENT, QUERY, HIT, REPORT)
 }
 
 

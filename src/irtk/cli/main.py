@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "irtk.cli.retrieve",
     "irtk.cli.train_retriever",
     "irtk.cli.completion",
+    "irtk.cli.research",
 ]
 
 
