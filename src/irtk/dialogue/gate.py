@@ -29,18 +29,20 @@ from irtk.models import DEFAULT_EMBEDDER
 # Calibrated for minilm-l6 by bench/calibrate_gate.py.
 DEFAULT_TAU_REP = 0.59
 DEFAULT_TAU_REL = 0.46
+DEFAULT_TAU_REQ = 0.80
 
-ANSWERED, REDUNDANT, IRRELEVANT, STOP = "answered", "redundant", "irrelevant", "stop"
+ANSWERED, REDUNDANT, RESTATES, IRRELEVANT, STOP = "answered", "redundant", "restates", "irrelevant", "stop"
 
 
 @dataclass(frozen=True)
 class Verdict:
     """What the gate made of one question."""
 
-    verdict: str  # answered | redundant | irrelevant
+    verdict: str  # answered | redundant | restates | irrelevant
     matched_intent: str | None  # the most similar intent when answered
     similarity: float  # best cosine to the intents (0.0 when there are none)
     history_similarity: float  # best cosine to an earlier question (0.0 when there is none)
+    request_similarity: float = 0.0  # cosine to the user's request (0.0 without one)
 
     @property
     def repeats(self) -> bool:
@@ -55,10 +57,11 @@ class EmbeddingGate:
     """
 
     def __init__(self, embedder: str | Any = DEFAULT_EMBEDDER, *, tau_rep: float = DEFAULT_TAU_REP,
-                 tau_rel: float = DEFAULT_TAU_REL) -> None:
+                 tau_rel: float = DEFAULT_TAU_REL, tau_req: float = DEFAULT_TAU_REQ) -> None:
         self.embedder = embedder
         self.tau_rep = tau_rep
         self.tau_rel = tau_rel
+        self.tau_req = tau_req
         self._model: Any = None if isinstance(embedder, str) else embedder
         self._cache: dict[str, np.ndarray] = {}
 
@@ -96,21 +99,25 @@ class EmbeddingGate:
         index = int(np.argmax(sims))  # argmax returns the first maximum: a stable tie-break
         return float(sims[index]), index
 
-    def judge(self, question: str, history: Sequence[str], intents: Sequence[str]) -> Verdict:
-        """The verdict for ``question`` given the history (request, earlier questions) and the
-        latent intents."""
+    def judge(self, question: str, history: Sequence[str], intents: Sequence[str],
+              request: str | None = None) -> Verdict:
+        """The verdict for ``question`` given the earlier questions, the latent intents and the
+        user's request: redundant, then restates, then irrelevant, else answered."""
         rep, _ = self.best(question, history)
+        req, _ = self.best(question, [request] if request else [])
         rel, index = self.best(question, intents)
         if history and rep > self.tau_rep:
             verdict = REDUNDANT
+        elif request and req > self.tau_req:
+            verdict = RESTATES
         elif not intents or rel < self.tau_rel:
             verdict = IRRELEVANT
         else:
             verdict = ANSWERED
         matched = intents[index] if verdict == ANSWERED else None
-        return Verdict(verdict, matched, rel, rep)
+        return Verdict(verdict, matched, rel, rep, req)
 
-    def judge_many(self, items: Sequence[tuple[str, Sequence[str], Sequence[str]]]) -> list[Verdict]:
-        """``judge`` for many (question, history, intents) at once, embedding in one call."""
-        self.prefetch([t for q, h, i in items for t in (q, *h, *i)])
-        return [self.judge(q, h, i) for q, h, i in items]
+    def judge_many(self, items: Sequence[tuple[str, Sequence[str], Sequence[str], str | None]]) -> list[Verdict]:
+        """``judge`` for many (question, history, intents, request) at once, embedding in one call."""
+        self.prefetch([t for q, h, i, r in items for t in (q, *h, *i, *([r] if r else []))])
+        return [self.judge(q, h, i, r) for q, h, i, r in items]

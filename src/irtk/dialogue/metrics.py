@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from irtk.dialogue.gate import ANSWERED, IRRELEVANT, REDUNDANT, STOP
+from irtk.dialogue.gate import ANSWERED, IRRELEVANT, REDUNDANT, RESTATES, STOP
 
 # name -> label, in table order
 AGGREGATED = {
@@ -27,6 +27,7 @@ AGGREGATED = {
     "f1": "intent F1",
     "quality": "quality score",
     "redundant": "redundant questions",
+    "restates": "request restated",
     "irrelevant": "irrelevant questions",
     "turns_used": "questions asked",
     "stopped_early": "stopped early",
@@ -55,6 +56,7 @@ def dialogue_metrics(turns: Sequence[Mapping], intents: Sequence[str]) -> dict:
         "f1": f1,
         "quality": quality,
         "redundant": sum(t.get("verdict") == REDUNDANT for t in asked),
+        "restates": sum(t.get("verdict") == RESTATES for t in asked),
         "irrelevant": sum(t.get("verdict") == IRRELEVANT for t in asked),
         "turns_used": len(asked),
     }

@@ -56,6 +56,7 @@ Fine-grained research query:"""
 # What the simulated user says when the gate rejects a question (the paper's negative feedback).
 NEGATIVE_FEEDBACK = {
     "redundant": "You already asked me about this. It is not important to me.",
+    "restates": "That is just my request again. It is not important to me.",
     "irrelevant": "This is not important to me.",
 }
 
