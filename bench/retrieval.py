@@ -119,8 +119,9 @@ def bench_indexes(args: argparse.Namespace) -> None:
 def bench_encoders(args: argparse.Namespace) -> None:
     from PIL import Image
 
-    from irtk.retrieval.ciea import CieaEncoder
-    from irtk.retrieval.encoders import ClipEncoder, TextEncoder
+    from irtk.retrieval.encoders.ciea import CieaEncoder
+    from irtk.retrieval.encoders.clip import ClipEncoder
+    from irtk.retrieval.encoders.text import TextEncoder
 
     rng = np.random.default_rng(args.seed)
     n = args.encode_docs

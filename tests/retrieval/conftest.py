@@ -47,7 +47,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> str:
     """A tiny random open_clip model saved as a real ``clip`` checkpoint folder."""
-    from irtk.retrieval.encoders import ClipEncoder
+    from irtk.retrieval.encoders.clip import ClipEncoder
 
     folder = tmp_path_factory.mktemp("tiny-clip")
     ClipEncoder.create("tiny", seed=0, device="cpu").save(folder)
@@ -57,7 +57,7 @@ def tiny_clip(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def other_clip(tmp_path_factory) -> str:
     """A second tiny CLIP with other weights (an incompatible encoder)."""
-    from irtk.retrieval.encoders import ClipEncoder
+    from irtk.retrieval.encoders.clip import ClipEncoder
 
     folder = tmp_path_factory.mktemp("other-clip")
     ClipEncoder.create("tiny", seed=1, device="cpu", embed_dim=32).save(folder)
@@ -67,7 +67,7 @@ def other_clip(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_ciea(tmp_path_factory) -> str:
     """A tiny random CIEA (2-layer BERT, 2-layer ViT) saved as a ``ciea`` checkpoint folder."""
-    from irtk.retrieval.ciea import CieaEncoder
+    from irtk.retrieval.encoders.ciea import CieaEncoder
 
     folder = tmp_path_factory.mktemp("tiny-ciea")
     CieaEncoder.create("tiny", "tiny", seed=0, device="cpu").save(folder)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from irtk.errors import ModelError, UsageError
-from irtk.retrieval.ciea import ComplementaryExtractor
 from irtk.retrieval.encoders import get_encoder
+from irtk.retrieval.encoders.ciea import ComplementaryExtractor
 from irtk.retrieval.images import decode_image
 
 from .conftest import png_b64
@@ -69,6 +69,39 @@ def test_weights_scale_attention_logits():
     assert not torch.allclose(layer(x, torch.ones(1, 4)), layer(x, torch.full((1, 4), 0.3)))
 
 
+def test_released_extractor_block_is_post_norm_with_dropout():
+    torch.manual_seed(0)
+    layer = ComplementaryExtractor(16, heads=4)  # the default: the released code's layer
+    assert isinstance(layer.mlp[1], torch.nn.LeakyReLU) and layer.mlp[0].out_features == 2048
+    x = torch.randn(2, 5, 16) * 7 + 3
+    w = torch.rand(2, 5)
+    y = layer.eval()(x, w)
+    # Post-norm: the output is the last LayerNorm's (its affine starts as the identity).
+    assert torch.allclose(y.mean(-1), torch.zeros(2, 5), atol=1e-5)
+    assert torch.allclose(y.std(-1, unbiased=False), torch.ones(2, 5), atol=1e-3)
+    assert torch.equal(y, layer(x, w))  # eval: dropout off, deterministic
+    assert not torch.equal(layer.train()(x, w), y)  # train: dropout 0.05 active
+    pre = ComplementaryExtractor(16, heads=4, block="prenorm").eval()
+    assert not torch.allclose(pre(x, w).mean(-1), torch.zeros(2, 5), atol=1e-2)  # residual stream
+    with pytest.raises(ModelError, match="extractor block"):
+        ComplementaryExtractor(16, heads=4, block="nope")
+
+
+def test_image_only_path_skips_the_extractor_unless_asked(tiny_ciea):
+    enc = get_encoder("ciea", tiny_ciea, device="cpu")
+    enc.module.eval()  # no dropout, so only the weights can change the output
+    ims = images(2)
+    with torch.no_grad():
+        before = enc.image_only_tensor(ims, ["caption one", "caption two"])
+        for p in enc.module.extractor.parameters():
+            p.add_(torch.randn_like(p))
+        after = enc.image_only_tensor(ims, ["caption one", "caption two"])
+        # The released code's image-only embedding does not go through the extractor.
+        assert torch.allclose(before, after, atol=1e-6)
+        enc.meta["comp_via_extractor"] = True  # the paper figure's variant does
+        assert not torch.allclose(enc.image_only_tensor(ims, ["caption one", "caption two"]), after, atol=1e-4)
+
+
 # --- encoders -----------------------------------------------------------------------------------
 
 
@@ -109,7 +142,20 @@ def test_ciea_shapes_normalisation_and_checkpoint_round_trip(tiny_ciea):
 def test_ciea_long_captions_fit_the_position_table(tiny_ciea):
     enc = get_encoder("ciea", tiny_ciea, device="cpu")
     long = " ".join(["word"] * 400)  # truncated so caption + image slots fit 128 positions
-    _check(enc.encode_documents([long, long], [images(1)[0], None]), 2, enc.dim)
+    lengths = []
+    hook = enc.module.text.register_forward_pre_hook(
+        lambda mod, args, kwargs: lengths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    try:
+        ims = images(2)
+        docs = enc.encode_documents([long, long, long], [ims[0], ims[1], None])
+    finally:
+        hook.remove()
+    _check(docs, 3, enc.dim)
+    positions = enc.module.text.config.max_position_embeddings
+    assert lengths and max(lengths) == positions  # filled to the table, never past it
+    # Truncation cut the caption, not the image slots: the image still decides the embedding.
+    assert not np.allclose(docs[0], docs[1], atol=1e-3)
+    assert not np.allclose(docs[0], docs[2], atol=1e-3)
 
 
 def test_ciea_batches_mixed_documents_like_single_ones(tiny_ciea):
@@ -122,7 +168,7 @@ def test_ciea_batches_mixed_documents_like_single_ones(tiny_ciea):
 
 
 def test_encoder_registry_errors(tiny_clip, tmp_path):
-    with pytest.raises(UsageError, match="unknown encoder"):
+    with pytest.raises(UsageError, match="--encoder must be one of text, clip, ciea or module:attr"):
         get_encoder("nope")
     with pytest.raises(UsageError, match="needs --model CHECKPOINT"):
         get_encoder("ciea")
@@ -134,10 +180,27 @@ def test_encoder_registry_errors(tiny_clip, tmp_path):
         get_encoder("clip", "No-Such-Arch/none")
 
 
+CALLS: list[dict] = []
+
+
+def recording_encoder(model=None, device=None, **options):
+    """A user's own factory, named by module:attr in the test below."""
+    from irtk.retrieval.encoders.text import TextEncoder
+
+    CALLS.append({"model": model, "device": device, **options})
+    return TextEncoder.from_name(model, device=device, **options)
+
+
 def test_module_attr_encoder():
-    # module:attr names a factory called with model= and device=.
-    enc = get_encoder("irtk.retrieval.encoders:TextEncoder", "tiny", device="cpu")
+    # module:attr names a factory called with model=, device= and the caller's options.
+    CALLS.clear()
+    enc = get_encoder(f"{__name__}:recording_encoder", "tiny", device="cpu", logit_scale=5.0)
+    assert CALLS == [{"model": "tiny", "device": "cpu", "logit_scale": 5.0}]
+    assert enc.scale().item() == pytest.approx(5.0)
     assert enc.encode_queries(["x"]).shape == (1, enc.dim)
+    # A dotted attr reaches a classmethod, as the built-in names do.
+    dotted = get_encoder("irtk.retrieval.encoders.text:TextEncoder.from_name", "tiny", device="cpu")
+    assert dotted.config()["random_init"] is True
 
 
 @pytest.mark.slow

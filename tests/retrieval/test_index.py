@@ -123,6 +123,30 @@ def test_merge_refuses_overlapping_or_incompatible_shards(tmp_path, corpus, clip
     assert not (tmp_path / "m").exists()
 
 
+def test_available_memory_without_psutil(tmp_path, monkeypatch):
+    from irtk.retrieval import index as lib
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemFree:         1000 kB\nMemAvailable:    2048 kB\n")
+    assert lib.available_memory(meminfo) == 2048 * 1024
+    # No MemAvailable line (not Linux): free pages from os.sysconf, still no psutil.
+    monkeypatch.setitem(__import__("sys").modules, "psutil", None)  # import psutil would fail
+    assert lib.available_memory(tmp_path / "absent") > 0
+    assert lib.available_memory() > 0  # this machine's own /proc/meminfo
+
+
+def test_large_index_is_memory_mapped_automatically(tmp_path, corpus, clip_encoder, monkeypatch):
+    from irtk.retrieval import index as lib
+
+    build_index(corpus, tmp_path / "idx", clip_encoder)
+    monkeypatch.setitem(__import__("sys").modules, "psutil", None)  # a plain install has no psutil
+    size = (tmp_path / "idx" / "index.faiss").stat().st_size
+    monkeypatch.setattr(lib, "available_memory", lambda: 2 * size - 2)  # index > half of it
+    assert load_index(tmp_path / "idx").mmapped
+    monkeypatch.setattr(lib, "available_memory", lambda: 2 * size + 2)
+    assert not load_index(tmp_path / "idx").mmapped
+
+
 def test_mmap_load_gives_the_same_results(tmp_path, corpus, clip_encoder):
     build_index(corpus, tmp_path / "idx", clip_encoder, factory="HNSW16")
     loaded, a = _search_all(tmp_path / "idx", clip_encoder, corpus, mmap=False)

@@ -119,17 +119,37 @@ def testbed(tmp_path_factory):
 
 def test_train_ciea_index_retrieve_and_hard_negatives(tmp_path, testbed):
     ckpt = tmp_path / "ciea"
-    _ok(run_irtk("train-retriever", str(testbed / "pairs.jsonl"), "-o", str(ckpt), "--encoder", "ciea",
-                 "--text-model", "tiny", "--vision", "tiny", "--batch-size", "16", "--max-steps", "2",
-                 "--lr", "1e-3"))
+    proc = _ok(run_irtk("train-retriever", str(testbed / "pairs.jsonl"), "-o", str(ckpt), "--encoder", "ciea",
+                        "--text-model", "tiny", "--vision", "tiny", "--batch-size", "16", "--max-steps", "2",
+                        "--lr", "1e-3"))
+    # Frozen by default, as the released scripts freeze CLIP; a random tower frozen is flagged.
+    assert "randomly initialised and frozen" in proc.stderr.decode()
     names = {p.name for p in ckpt.iterdir()}
     assert {"encoder.json", "model.safetensors", "provenance.json", "train_log.jsonl", "text"} <= names
     prov = json.loads((ckpt / "provenance.json").read_text())
     assert prov["stage"] == "train-retriever" and prov["train_config"]["encoder"] == "ciea"
     log = [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 2 and "comp" in log[-1]
+    assert 0 < log[-1]["logit_scale"] < 100  # learned from its initial 100, and logged
+    assert json.loads((ckpt / "encoder.json").read_text())["freeze_vision"] is True
     idx = tmp_path / "idx"
-    _ok(run_irtk("index", str(testbed / "docs.jsonl"), "-o", str(idx), "--encoder", "ciea", "--model", str(ckpt)))
+    # --model reads IRTK_MODEL, as everywhere.
+    _ok(run_irtk("index", str(testbed / "docs.jsonl"), "-o", str(idx), "--encoder", "ciea",
+                 env={"IRTK_MODEL": str(ckpt)}))
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"qid": "q1", "query": json.loads(
+        (testbed / "pairs.jsonl").read_text().splitlines()[0])["query"]}])
+    qrels = tmp_path / "q.qrels"
+    qrels.write_text("q1 0 train-0000 1\n")
+    for flag in ("--report", "--metrics-out"):  # --metrics-out is an alias
+        report = tmp_path / f"m{flag}.json"
+        _ok(run_irtk("retrieve", str(queries), "-i", str(idx), "-k", "5", "--qrels", str(qrels),
+                     flag, str(report), "-o", str(tmp_path / "run.trec")))
+        metrics = json.loads(report.read_text())
+        assert metrics["queries"] == 1 and metrics["semantics"]["ties"] == "trec_eval"
+        assert "provenance" in metrics
+    # Scores keep 9 significant digits: enough to give float32 scores back without new ties.
+    score = (tmp_path / "run.trec").read_text().split()[4]
+    assert len(score.lstrip("-0.").replace(".", "")) >= 7
     # Stage two: hard negatives mined from the first model's index, continuing from it.
     stage2 = tmp_path / "ciea-hn"
     proc = _ok(run_irtk("train-retriever", str(testbed / "pairs.jsonl"), "-o", str(stage2), "--encoder", "ciea",
@@ -139,6 +159,7 @@ def test_train_ciea_index_retrieve_and_hard_negatives(tmp_path, testbed):
     log = [json.loads(line) for line in (stage2 / "train_log.jsonl").read_text().splitlines()]
     assert "comp" not in log[-1]  # the complementary loss is dropped in the hard-negative stage
     assert json.loads((stage2 / "provenance.json").read_text())["hard_negatives"] > 0
+    assert json.loads((stage2 / "provenance.json").read_text())["train_config"]["negatives_pick"] == "sample"
 
 
 def test_train_retriever_bad_pairs(tmp_path):

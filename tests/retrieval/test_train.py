@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from irtk.errors import InputError
+from irtk.errors import InputError, UsageError
+from irtk.retrieval.config import TrainConfig
 from irtk.retrieval.train import (
     Example,
-    TrainConfig,
     _loss,
     build_encoder,
     load_pairs,
+    param_groups,
     strip_caption_words,
 )
 
@@ -46,7 +47,8 @@ def test_other_positives_of_the_same_query_are_masked():
 
 
 def test_ciea_loss_decreases_on_a_fixed_batch():
-    cfg = TrainConfig(encoder="ciea", text_model="tiny", vision="tiny", device="cpu", seed=0)
+    cfg = TrainConfig(encoder="ciea", text_model="tiny", vision="tiny", device="cpu", seed=0,
+                      freeze_vision=False)
     enc = build_encoder(cfg)
     batch = _examples()
     positives = {}
@@ -65,8 +67,48 @@ def test_ciea_loss_decreases_on_a_fixed_batch():
     assert losses[-1] < losses[0]
 
 
+def test_logit_scale_gets_gradient_and_learns_from_100():
+    cfg = TrainConfig(encoder="ciea", text_model="tiny", device="cpu", seed=0, lr=1e-2)
+    enc = build_encoder(cfg)
+    assert enc.scale().item() == pytest.approx(100.0)  # CIEA's init, exp(ln 100) = 100.0000076
+    batch = _examples()
+    positives = {e.query: {e.doc_id} for e in batch}
+    loss, _ = _loss(enc, batch, positives, 0.1)
+    loss.backward()
+    assert enc.log_scale.grad is not None and enc.log_scale.grad.item() != 0.0
+    groups = param_groups(enc, cfg)
+    scale_group = [g for g in groups if any(p is enc.log_scale for p in g["params"])]
+    assert len(scale_group) == 1 and scale_group[0]["weight_decay"] == 0.0
+    assert all(g["weight_decay"] == cfg.weight_decay for g in groups if g is not scale_group[0])
+    opt = torch.optim.AdamW(groups)
+    values = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss, _ = _loss(enc, batch, positives, 0.1)
+        loss.backward()
+        opt.step()
+        enc.clamp_scale()
+        values.append(enc.scale().item())
+    assert values[-1] != pytest.approx(100.0, abs=1e-3)  # it moved
+    assert all(v <= 100.0 + 1e-3 for v in values)  # and stays capped at 100
+    with torch.no_grad():
+        enc.log_scale.fill_(10.0)
+    enc.clamp_scale()
+    assert enc.scale().item() == pytest.approx(100.0, rel=1e-5)
+
+
+def test_config_validation():
+    with pytest.raises(UsageError, match="--negatives-from needs --docs"):
+        TrainConfig(negatives_from="idx")
+    with pytest.raises(UsageError, match="--extractor must be one of released, prenorm"):
+        TrainConfig(extractor="post")
+    with pytest.raises(UsageError, match="trains text, clip, ciea"):
+        TrainConfig(encoder="x:y")
+
+
 def test_frozen_vision_tower_gets_no_gradient():
-    enc = build_encoder(TrainConfig(encoder="ciea", text_model="tiny", freeze_vision=True, device="cpu"))
+    # Frozen is the default, as the released scripts freeze CLIP.
+    enc = build_encoder(TrainConfig(encoder="ciea", text_model="tiny", device="cpu"))
     loss, _ = _loss(enc, _examples(), {f"query about topic {i}": set() for i in range(3)}, 0.1)
     loss.backward()
     assert all(p.grad is None for p in enc.module.visual.parameters())

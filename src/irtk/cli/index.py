@@ -8,21 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from irtk.cli import options as opt
+from irtk.config import default_of as D
+from irtk.retrieval.config import IndexConfig as C
 
-Encoder = Annotated[
-    str, typer.Option("--encoder", envvar="IRTK_ENCODER", help="text, clip, ciea, or module:attr.")
-]
-EncoderModel = Annotated[
-    Optional[str],
-    typer.Option("--model", envvar="IRTK_ENCODER_MODEL",
-                 help="text: a sentence-transformers model (default minilm-l6); clip: tiny, an "
-                      "open_clip ARCH/TAG (ViT-B-32/openai) or a checkpoint; ciea: a checkpoint "
-                      "folder from `irtk train-retriever`.", show_default=False),
-]
-Device = Annotated[
-    Optional[str], typer.Option("--device", envvar="IRTK_DEVICE", help="cpu, cuda, mps (default: best available).",
-                                show_default=False)
-]
+# Shared with retrieve and train-retriever: one spelling of the encoder options.
+EncoderModel = Annotated[Optional[str], opt.option(C, "model", "--model", envvar="IRTK_MODEL",
+                                                   show_default=False)]
+Device = Annotated[Optional[str], opt.option(C, "device", "--device", envvar="IRTK_DEVICE",
+                                             show_default=False)]
 
 
 def register(app: typer.Typer) -> None:
@@ -33,11 +26,11 @@ def index(
     input: opt.Input = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="The index folder to write.",
                                                    show_default=False)] = None,
-    encoder: Encoder = "text",
+    encoder: Annotated[str, opt.option(C, "encoder", "--encoder", envvar="IRTK_ENCODER")] = D(C, "encoder"),
     model: EncoderModel = None,
-    factory: Annotated[str, typer.Option("--factory", help="faiss factory string: Flat, HNSW32, IVF4096,PQ64, …")] = "Flat",
-    train_size: Annotated[Optional[int], typer.Option("--train-size", min=1, help="Vectors sampled to train IVF/PQ "
-                                                      "(default: 64 per list, 10k to 262k).", show_default=False)] = None,
+    factory: Annotated[str, opt.option(C, "factory", "--factory")] = D(C, "factory"),
+    train_size: Annotated[Optional[int], opt.option(C, "train_size", "--train-size", min=1,
+                                                    show_default=False)] = None,
     train_only: Annotated[bool, typer.Option("--train-only", help="Only train an empty IVF/PQ index (for shards).")] = False,
     trained: Annotated[Optional[Path], typer.Option("--trained", help="Start from this --train-only index folder.",
                                                     show_default=False)] = None,
@@ -45,9 +38,9 @@ def index(
                                                         show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing index folder.")] = False,
     device: Device = None,
-    batch_size: opt.BatchSize = 64,
+    batch_size: opt.BatchSize = D(C, "batch_size"),
     shard: opt.ShardOpt = None,
-    seed: opt.Seed = 0,
+    seed: opt.Seed = D(C, "seed"),
     config: opt.Config = None,
     progress: opt.ProgressOpt = None,
     quiet: opt.Quiet = False,
@@ -70,17 +63,14 @@ def index(
         meta = merge_indexes(list(merge), output, force=force)
         runtime.info(f"merged {len(merge)} shards: {meta['count']} documents -> {output}")
         return
-    from irtk.retrieval import index as lib
-    from irtk.retrieval.encoders import get_encoder
+    cfg = C(encoder=encoder, model=model, factory=factory, train_size=train_size,
+            batch_size=batch_size, seed=seed, device=device)
+    from irtk.retrieval.index import index_documents
 
-    enc = get_encoder(encoder, model, device=device)
-    if train_only:
-        meta = lib.train_only(input, output, enc, factory=factory, train_size=train_size,
-                              batch_size=batch_size, seed=seed, force=force, warn=runtime.warn)
-        runtime.info(f"trained {factory} on {meta['trained_on']} vectors -> {output}")
-        return
     with runtime.progress("encoding documents") as advance:
-        meta = lib.build_index(input, output, enc, factory=factory, batch_size=batch_size,
-                               shard=opt.shard_of(shard), train_size=train_size, trained=trained,
-                               seed=seed, force=force, progress=advance, warn=runtime.warn)
-    runtime.info(f"indexed {meta['count']} documents ({meta['factory']}, {meta['dim']}-d) -> {output}")
+        meta = index_documents(input, output, cfg, only_train=train_only, shard=opt.shard_of(shard),
+                               trained=trained, force=force, progress=advance, warn=runtime.warn)
+    if train_only:
+        runtime.info(f"trained {cfg.factory} on {meta['trained_on']} vectors -> {output}")
+    else:
+        runtime.info(f"indexed {meta['count']} documents ({meta['factory']}, {meta['dim']}-d) -> {output}")

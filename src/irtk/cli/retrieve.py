@@ -10,6 +10,8 @@ import typer
 
 from irtk.cli import options as opt
 from irtk.cli.index import Device
+from irtk.config import default_of as D
+from irtk.retrieval.config import RetrieveConfig as C
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +23,7 @@ def retrieve(
     input: opt.Input = None,
     index: Annotated[Optional[Path], typer.Option("--index", "-i", envvar="IRTK_INDEX",
                                                   help="Index folder from `irtk index`.", show_default=False)] = None,
-    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Hits per query.")] = 100,
+    k: Annotated[int, opt.option(C, "k", "--k", "-k", min=1)] = D(C, "k"),
     output: opt.Output = None,
     format: Annotated[Optional[str], typer.Option("--format", envvar="IRTK_FORMAT",
                                                   help="jsonl, parquet or trec (qid Q0 docid rank score tag); "
@@ -32,19 +34,21 @@ def retrieve(
                                                   show_default=False)] = None,
     run: Annotated[Optional[Path], typer.Option("--run", help="Evaluate this run (TREC or hits) against "
                                                 "--qrels; no index needed.", show_default=False)] = None,
-    metrics_out: Annotated[Optional[Path], typer.Option("--metrics-out", help="Also write the metrics as JSON here.",
-                                                        show_default=False)] = None,
-    tag: Annotated[str, typer.Option("--tag", help="Run tag (TREC column 6).")] = "irtk",
-    search_params: Annotated[Optional[str], typer.Option("--search-params", help="faiss parameters, e.g. "
-                                                         "nprobe=32 or efSearch=128.", show_default=False)] = None,
-    mmap: Annotated[Optional[bool], typer.Option("--mmap/--no-mmap", help="Memory-map the index (default: when "
-                                                 "it is over half the free memory).", show_default=False)] = None,
-    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Check/override the index's encoder "
-                                                   "(must match it).", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Encoder model (with --encoder).",
-                                                 show_default=False)] = None,
+    report: Annotated[Optional[Path], typer.Option(
+        "--report", "--metrics-out", help="Write the metrics here as JSON (atomically); "
+        "--metrics-out is an alias.", show_default=False)] = None,
+    ties: Annotated[str, opt.option(C, "ties", "--ties")] = D(C, "ties"),
+    gain: Annotated[str, opt.option(C, "gain", "--gain")] = D(C, "gain"),
+    average: Annotated[str, opt.option(C, "average", "--average")] = D(C, "average"),
+    tag: Annotated[str, opt.option(C, "tag", "--tag")] = D(C, "tag"),
+    search_params: Annotated[Optional[str], opt.option(C, "search_params", "--search-params",
+                                                       show_default=False)] = None,
+    mmap: Annotated[Optional[bool], opt.option(C, "mmap", "--mmap/--no-mmap", show_default=False)] = None,
+    encoder: Annotated[Optional[str], opt.option(C, "encoder", "--encoder", show_default=False)] = None,
+    model: Annotated[Optional[str], opt.option(C, "model", "--model", envvar="IRTK_MODEL",
+                                               show_default=False)] = None,
     device: Device = None,
-    batch_size: opt.BatchSize = 64,
+    batch_size: opt.BatchSize = D(C, "batch_size"),
     config: opt.Config = None,
     progress: opt.ProgressOpt = None,
     quiet: opt.Quiet = False,
@@ -56,11 +60,14 @@ def retrieve(
     from irtk.errors import UsageError
     from irtk.retrieval import search as lib
 
+    opt.check_report(report)
+    cfg = C(k=k, tag=tag, search_params=search_params, mmap=mmap, encoder=encoder, model=model,
+            device=device, batch_size=batch_size, ties=ties, gain=gain, average=average)
     if run is not None:
         if qrels is None:
             raise UsageError("--run needs --qrels")
-        result = lib.evaluate_run(run, qrels)
-        _save(metrics_out, result)
+        result = lib.evaluate_run(run, qrels, cfg)
+        _save(report, result)
         typer.echo(json.dumps(result))
         return
     if index is None:
@@ -74,14 +81,13 @@ def retrieve(
     if device is not None:
         from irtk.retrieval.encoders import encoder_from_config
 
-        def factory(cfg: dict):  # noqa: ANN202 - the index's own encoder on the chosen device
-            return encoder_from_config(cfg, device=device)
+        def factory(built: dict):  # noqa: ANN202 - the index's own encoder on the chosen device
+            return encoder_from_config(built, device=device)
     with runtime.progress("searching") as advance:
-        result = lib.retrieve(input, index, k=k, output=output, fmt=format, batch_size=batch_size,
-                              encoder=enc, encoder_factory=factory, qrels=qrels, tag=tag, mmap=mmap,
-                              search_params=search_params, progress=advance)
+        result = lib.retrieve(input, index, cfg, output=output, fmt=format, encoder=enc,
+                              encoder_factory=factory, qrels=qrels, progress=advance)
     if result is not None:
-        _save(metrics_out, result)
+        _save(report, result)
         if not quiet:
             runtime.console.print(format_metrics(result))
 
@@ -97,7 +103,6 @@ def format_metrics(result: dict) -> str:
 
 
 def _save(path: Path | None, result: dict) -> None:
-    if path is not None:
-        from irtk.io import make_provenance
+    from irtk.io import make_provenance
 
-        path.write_text(json.dumps({**result, "provenance": make_provenance("retrieve")}, indent=2) + "\n")
+    opt.write_report(path, {**result, "provenance": make_provenance("retrieve")})

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,10 @@ import numpy as np
 from irtk.errors import InputError, UsageError
 from irtk.io import RecordReader, Shard, make_provenance
 from irtk.records import DOCUMENT
+from irtk.retrieval.config import IndexConfig
 from irtk.retrieval.encoders import compatible
 from irtk.retrieval.images import decode_image
+from irtk.retrieval.staging import StagedFolder
 
 INDEX_FILE = "index.faiss"
 IVFDATA_FILE = "index.ivfdata"
@@ -104,37 +105,6 @@ def document_batches(source: str | Path | None, *, batch_size: int, shard: Shard
 
 
 # --- folders --------------------------------------------------------------------------------------
-
-
-class _Staging:
-    """A temporary folder next to ``target``, renamed onto it on success and removed on failure."""
-
-    def __init__(self, target: Path, force: bool) -> None:
-        self.target = Path(target)
-        if self.target.exists() and not self.target.is_dir():
-            raise UsageError(f"{self.target}: exists and is not a folder")
-        if self.target.exists() and any(self.target.iterdir()) and not force:
-            raise UsageError(f"{self.target}: folder exists and is not empty (use --force to replace it)")
-        if not self.target.parent.exists():
-            raise UsageError(f"{self.target}: folder {self.target.parent} does not exist")
-        self.path = self.target.parent / f".{self.target.name}.tmp-{os.getpid()}"
-
-    def __enter__(self) -> Path:
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir()
-        return self.path
-
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
-        old = None
-        if self.target.exists():
-            old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
-            os.replace(self.target, old)
-        os.replace(self.path, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -234,7 +204,7 @@ def build_index(source: str | Path | None, output: str | Path, encoder: Any, *,
         raise UsageError(f"--factory {factory} needs training: shards must share one trained index. "
                          "Run `irtk index DOCS --train-only -o TRAINED` once, then each shard with "
                          "--trained TRAINED")
-    with _Staging(Path(output), force) as tmp:
+    with StagedFolder(Path(output), force) as tmp:
         vec_file = tmp / "vectors.f32"
         positions: list[int] = []
         doc_ids: list[str] = []
@@ -310,7 +280,7 @@ def train_only(source: str | Path | None, output: str | Path, encoder: Any, *, f
     vecs = encoder.encode_documents([t for t, _ in reservoir], [im for _, im in reservoir],
                                     batch_size=batch_size)
     _train(index, vecs, factory)
-    with _Staging(Path(output), force) as tmp:
+    with StagedFolder(Path(output), force) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         _write_docids(tmp / DOCIDS_FILE, np.zeros(0, np.int64), np.zeros(0, np.int64), [])
         meta = {"format": FORMAT_VERSION, "factory": factory, "dim": int(index.d), "count": 0,
@@ -322,6 +292,24 @@ def train_only(source: str | Path | None, output: str | Path, encoder: Any, *, f
             "index", encoder=encoder.config(), factory=factory, train_only=True, seed=seed,
             trained_on=len(vecs)))
     return meta
+
+
+def index_documents(source: str | Path | None, output: str | Path, cfg: IndexConfig, *,
+                    only_train: bool = False, shard: Shard | None = None,
+                    trained: str | Path | None = None, force: bool = False,
+                    progress: Callable[[int], None] | None = None,
+                    warn: Callable[[str], None] | None = None) -> dict:
+    """``irtk index`` as one call: make ``cfg``'s encoder, then build the index folder (or, with
+    ``only_train``, an empty trained IVF/PQ index for shards to start from)."""
+    from irtk.retrieval.encoders import get_encoder
+
+    encoder = get_encoder(cfg.encoder, cfg.model, device=cfg.device)
+    if only_train:
+        return train_only(source, output, encoder, factory=cfg.factory, train_size=cfg.train_size,
+                          batch_size=cfg.batch_size, seed=cfg.seed, force=force, warn=warn)
+    return build_index(source, output, encoder, factory=cfg.factory, batch_size=cfg.batch_size,
+                       shard=shard, train_size=cfg.train_size, trained=trained, seed=cfg.seed,
+                       force=force, progress=progress, warn=warn)
 
 
 # --- merge ----------------------------------------------------------------------------------------
@@ -366,7 +354,7 @@ def merge_indexes(shards: list[str | Path], output: str | Path, *, force: bool =
     order = np.argsort(positions, kind="stable")
     meta = {**metas[0], "count": int(len(ids)), "shard": None,
             "merged_from": [str(f) for f in folders]}
-    with _Staging(Path(output), force) as tmp:
+    with StagedFolder(Path(output), force) as tmp:
         if metas[0]["ivf"]:
             trained = faiss.read_index(str(folders[0] / INDEX_FILE))
             trained.reset()
@@ -421,12 +409,19 @@ class LoadedIndex:
         return str(self.doc_ids[i])
 
 
-def _available_memory() -> int | None:
+def available_memory(meminfo: str | Path = "/proc/meminfo") -> int | None:
+    """Bytes of memory available to a new process: Linux's MemAvailable (free plus reclaimable
+    cache), else free pages from ``os.sysconf``; None where neither exists. Read without psutil,
+    which a plain install does not have."""
     try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
+        for line in Path(meminfo).read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
         return None
 
 
@@ -447,7 +442,7 @@ def load_index(folder: str | Path, *, mmap: bool | None = None) -> LoadedIndex:
     if not path.is_file():
         raise InputError(f"not an irtk index folder (no {INDEX_FILE})", source=str(folder))
     if mmap is None:
-        avail = _available_memory()
+        avail = available_memory()
         mmap = avail is not None and path.stat().st_size > avail // 2
     flags = 0
     if (folder / IVFDATA_FILE).exists():

@@ -1,17 +1,24 @@
-"""Ranking metrics over a run and qrels: MRR@10, NDCG@10 (binary gain), Recall@5/20/100, Hit@1.
+"""Ranking metrics over a run and qrels, with trec_eval's semantics: MRR@10, NDCG@10,
+Recall@5/20/100, Hit@1.
 
-Definitions (CIEA / UniVL-DR evaluation, pytrec_eval semantics for recall):
+What trec_eval (9.x, and pytrec_eval) does, and so what this module does by default:
 
-- A document is relevant when its qrels grade is > 0; the run is ranked by score (descending),
-  ties broken by docid (ascending, the order ``irtk retrieve`` writes).
-- Averages are over the queries that have at least one relevant document in the qrels. Such a
-  query missing from the run scores 0 on every metric; run queries without relevant documents
-  are skipped (and counted, so a mismatch between run and qrels is visible).
-- MRR@10: 1/rank of the first relevant document within the top 10, else 0.
-- NDCG@10: DCG with gain 1 for a relevant document at rank r discounted by log2(r + 1), divided
-  by the DCG of an ideal ranking of min(R, 10) relevant documents.
-- Recall@k: relevant documents within the top k over all R relevant documents of the query.
-- Hit@1: 1 if the top document is relevant.
+- Ordering: a run is ranked by score descending, equal scores by docid *descending* (trec_eval
+  ignores the run file's rank column). ``ties="docid"`` orders equal scores ascending instead,
+  the order ``irtk retrieve`` writes ranks in.
+- Relevance: a document is relevant when its grade is ≥ 1 (trec_eval's default level).
+- MRR@10: 1/rank of the first relevant document within the top 10, else 0 (trec_eval's
+  ``recip_rank`` on the top 10).
+- NDCG@10 (``ndcg_cut.10``): gain = the grade (graded qrels count, e.g. grade 3 ranked second
+  gains 3/log2(3)), discount log2(rank + 1), divided by the DCG of the ideal ordering of all the
+  query's judged grades, cut at 10. ``gain="binary"`` gives every relevant document gain 1, the
+  CIEA paper's definition (identical on binary qrels such as WebQA's).
+- Recall@k (``recall.k``): relevant documents in the top k over all relevant documents.
+- Hit@1 (``P.1``): 1 if the top document is relevant.
+- A query that is judged but has no relevant document scores 0 on every metric and counts.
+- Averaging: over the judged queries that appear in the run (trec_eval's default);
+  ``average="all"`` averages over every judged query, those missing from the run scoring 0
+  (``trec_eval -c``).
 """
 
 from __future__ import annotations
@@ -98,17 +105,27 @@ def run_from_hits(hits: Iterable[Mapping]) -> Run:
     return run
 
 
-def ranked(scores: Mapping[str, float]) -> list[str]:
-    """Docids by score descending, ties by docid ascending."""
-    return [d for d, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+def ranked(scores: Mapping[str, float], ties: str = "trec_eval") -> list[str]:
+    """Docids by score descending; equal scores by docid descending (``trec_eval``) or
+    ascending (``docid``)."""
+    by_docid = sorted(scores.items(), key=lambda kv: kv[0], reverse=ties == "trec_eval")
+    return [d for d, _ in sorted(by_docid, key=lambda kv: -kv[1])]  # stable: keeps docid order
 
 
-def query_metrics(ranking: list[str], relevant: set[str]) -> dict[str, float]:
-    """Every metric of one query's ranking (``relevant`` must be non-empty)."""
+def query_metrics(ranking: list[str], grades: Mapping[str, int], gain: str = "graded") -> dict[str, float]:
+    """Every metric of one query's ranking against its judged ``grades`` (docid → grade)."""
+    relevant = {d: g for d, g in grades.items() if g >= 1}
+    if not relevant:
+        return dict.fromkeys(METRICS, 0.0)
+
+    def value(g: int) -> float:
+        return float(g) if gain == "graded" else 1.0
+
     flags = [d in relevant for d in ranking]
     rr = next((1.0 / (i + 1) for i, f in enumerate(flags[:10]) if f), 0.0)
-    dcg = sum(1.0 / math.log2(i + 2) for i, f in enumerate(flags[:10]) if f)
-    idcg = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), 10)))
+    dcg = sum(value(relevant[d]) / math.log2(i + 2) for i, d in enumerate(ranking[:10]) if d in relevant)
+    ideal = sorted((value(g) for g in relevant.values()), reverse=True)[:10]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
     out = {"MRR@10": rr, "NDCG@10": dcg / idcg}
     for k in (5, 20, 100):
         out[f"Recall@{k}"] = sum(flags[:k]) / len(relevant)
@@ -116,23 +133,23 @@ def query_metrics(ranking: list[str], relevant: set[str]) -> dict[str, float]:
     return out
 
 
-def evaluate(run: Run, qrels: Qrels) -> dict:
-    """Mean metrics over judged queries, plus how many queries were judged/unjudged/missing."""
-    judged = {q: {d for d, g in docs.items() if g > 0} for q, docs in qrels.items()}
-    judged = {q: rel for q, rel in judged.items() if rel}
-    if not judged:
-        raise InputError("qrels have no relevant (grade > 0) documents")
+def evaluate(run: Run, qrels: Qrels, *, ties: str = "trec_eval", gain: str = "graded",
+             average: str = "run") -> dict:
+    """Mean metrics (see the module docstring for the semantics), how many queries were averaged,
+    judged queries missing from the run, run queries without judgements, and the settings."""
+    if not any(g >= 1 for docs in qrels.values() for g in docs.values()):
+        raise InputError("qrels have no relevant (grade >= 1) documents")
+    missing = [q for q in qrels if q not in run]
+    averaged = list(qrels) if average == "all" else [q for q in qrels if q in run]
     totals = dict.fromkeys(METRICS, 0.0)
-    missing = 0
-    for qid, relevant in judged.items():
-        if qid not in run:
-            missing += 1
-            continue
-        for name, value in query_metrics(ranked(run[qid]), relevant).items():
-            totals[name] += value
-    n = len(judged)
-    result: dict = {name: totals[name] / n for name in METRICS}
+    for qid in averaged:
+        if qid in run:
+            for name, v in query_metrics(ranked(run[qid], ties), qrels[qid], gain).items():
+                totals[name] += v
+    n = len(averaged)
+    result: dict = {name: totals[name] / n if n else 0.0 for name in METRICS}
     result["queries"] = n
-    result["queries_missing_from_run"] = missing
-    result["run_queries_without_qrels"] = sum(1 for q in run if q not in judged)
+    result["queries_missing_from_run"] = len(missing)
+    result["run_queries_without_qrels"] = sum(1 for q in run if q not in qrels)
+    result["semantics"] = {"ties": ties, "gain": gain, "average": average}
     return result

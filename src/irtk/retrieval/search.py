@@ -3,6 +3,10 @@
 Ties are broken by docid (ascending) after the score, as pyserini does. faiss may cut a run of
 equal scores anywhere at the k-th place, so the search widens until the k-th score is strictly
 above the last one fetched (or the whole index was fetched) before ties are ordered.
+
+TREC run files carry scores with 9 significant digits, enough to give back every float32 score
+exactly: rounding to 6 decimals (pyserini's habit) would create ties that trec_eval then orders
+by docid, so a written run would score differently from the search that wrote it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from irtk.errors import InputError, UsageError
 from irtk.io import RecordReader, RecordWriter, make_provenance, resolve_format
 from irtk.records import HIT, QUERY
 from irtk.retrieval import metrics as M
+from irtk.retrieval.config import RetrieveConfig
 from irtk.retrieval.encoders import compatible, encoder_from_config
 from irtk.retrieval.images import decode_image
 from irtk.retrieval.index import LoadedIndex, load_index
@@ -120,7 +125,7 @@ class _TrecWriter:
         return self
 
     def write_rows(self, rows: Iterable[dict]) -> None:
-        self._fh.write("".join(f"{r['qid']} Q0 {r['docid']} {r['rank']} {r['score']:.6f} {self.tag}\n"
+        self._fh.write("".join(f"{r['qid']} Q0 {r['docid']} {r['rank']} {r['score']:.9g} {self.tag}\n"
                                for r in rows))
         self._fh.flush()
 
@@ -140,19 +145,18 @@ def output_format(fmt: str | None, output: Path | None) -> str:
     return resolve_format(fmt, output, extra=("trec",))
 
 
-def retrieve(queries: str | Path | None, index_dir: str | Path, *, k: int = 100,
-             output: Path | None = None, fmt: str | None = None, batch_size: int = 64,
-             encoder: Any = None, encoder_factory: Callable[[dict], Any] | None = None,
-             qrels: str | Path | None = None, tag: str = "irtk", mmap: bool | None = None,
-             search_params: str | None = None, progress: Callable[[int], None] | None = None,
-             ) -> dict | None:
+def retrieve(queries: str | Path | None, index_dir: str | Path, cfg: RetrieveConfig | None = None, *,
+             output: Path | None = None, fmt: str | None = None, encoder: Any = None,
+             encoder_factory: Callable[[dict], Any] | None = None, qrels: str | Path | None = None,
+             progress: Callable[[int], None] | None = None) -> dict | None:
     """Search every query; write hits (JSONL/Parquet rows or a TREC run); return metrics when
-    ``qrels`` is given. ``encoder`` overrides the index's own encoder and must match it."""
-    if k < 1:
-        raise UsageError("--k must be at least 1")
+    ``qrels`` is given. ``encoder`` overrides the index's own encoder and must match it;
+    ``cfg`` holds k, the tag, faiss settings and the metric semantics."""
+    cfg = cfg or RetrieveConfig()
+    k, batch_size = cfg.k, cfg.batch_size
     fmt = output_format(fmt, output)
     judgements = M.read_qrels(qrels) if qrels is not None else None
-    loaded = load_index(index_dir, mmap=mmap)
+    loaded = load_index(index_dir, mmap=cfg.mmap)
     built = loaded.encoder_config
     if encoder is None:
         encoder = (encoder_factory or encoder_from_config)(built)
@@ -160,12 +164,12 @@ def retrieve(queries: str | Path | None, index_dir: str | Path, *, k: int = 100,
     if reason:
         raise InputError(f"index was built with an incompatible encoder: {reason}",
                          source=str(index_dir))
-    search_params = search_params or default_search_params(loaded.index, k)
+    search_params = cfg.search_params or default_search_params(loaded.index, k)
     apply_search_params(loaded.index, search_params)
     prov = make_provenance("retrieve", index=str(index_dir), encoder=built, k=k,
                            factory=loaded.meta.get("factory"), search_params=search_params)
     run: dict[str, dict[str, float]] = {}
-    writer: Any = (_TrecWriter(output, tag) if fmt == "trec"
+    writer: Any = (_TrecWriter(output, cfg.tag) if fmt == "trec"
                    else RecordWriter(output, fmt=fmt, record_type=HIT, provenance=prov))
     with writer:
         for rows in read_queries(queries, batch_size=batch_size, uses_images=encoder.uses_images):
@@ -181,7 +185,9 @@ def retrieve(queries: str | Path | None, index_dir: str | Path, *, k: int = 100,
             writer.write_rows(out)
             if progress:
                 progress(len(rows))
-    return M.evaluate(run, judgements) if judgements is not None else None
+    if judgements is None:
+        return None
+    return M.evaluate(run, judgements, ties=cfg.ties, gain=cfg.gain, average=cfg.average)
 
 
 def read_run(path: str | Path) -> M.Run:
@@ -196,6 +202,8 @@ def read_run(path: str | Path) -> M.Run:
     return M.read_trec_run(p)
 
 
-def evaluate_run(run_path: str | Path, qrels: str | Path) -> dict:
+def evaluate_run(run_path: str | Path, qrels: str | Path, cfg: RetrieveConfig | None = None) -> dict:
     """Metrics of an existing run against qrels; no index or encoder involved."""
-    return M.evaluate(read_run(run_path), M.read_qrels(qrels))
+    cfg = cfg or RetrieveConfig()
+    return M.evaluate(read_run(run_path), M.read_qrels(qrels), ties=cfg.ties, gain=cfg.gain,
+                      average=cfg.average)

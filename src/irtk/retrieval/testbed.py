@@ -1,19 +1,32 @@
-"""An offline real-image testbed where the image carries what the caption lacks.
+"""An offline real-image testbed where the caption describes part of the image.
 
-Images are scikit-learn's bundled handwritten digits (1,797 scans, 8×8). Every document is a
-digit image with a caption that names the archive it was filed in and its ink, but never the
-digit; a query asks for a digit from an archive ("handwritten seven from the Lisbon archive"),
-and its relevant documents are exactly the images of that digit filed in that archive. A
-text-only retriever can find the archive but must guess the digit; a multimodal one can read it
-off the image.
+Images are scikit-learn's bundled handwritten digits (1,797 scans, 8×8), two side by side on a
+16×16 sheet. A document's caption names the archive it was filed in, its ink, and *one* of the
+two digits with its side ("… The left digit is a seven."); the other digit is only in the
+image. A query asks for both digits by side and the archive ("handwritten seven on the left and
+two on the right, from the Oslo archive"); its relevant documents are exactly the sheets with
+those digits on those sides from that archive, whichever digit their caption names.
 
-    python -m irtk.retrieval.testbed build OUT      # train pairs, test docs/queries/qrels
-    python -m irtk.retrieval.testbed table A.json…  # a Markdown table of metrics files
+So a query needs the named content (caption or image) and the unnamed content (image only). A
+text-only retriever can match the archive and the named digit but must guess the other; a sum of
+caption and image embeddings counts the named digit twice; CIEA's extractor is meant to keep
+what the image adds. Train and test sheets use disjoint scans (split once, seed 0).
+
+    python -m irtk.retrieval.testbed build OUT          # train pairs, test docs/queries/qrels
+    python -m irtk.retrieval.testbed run OUT MODEL SEED [--train-args=ARGS]
+                                                        # train, index, retrieve: OUT/MODEL-seedSEED.json
+    python -m irtk.retrieval.testbed table FILE.json…   # Markdown table, grouped by model
+
+``make testbed`` runs every model over several seeds and prints the table.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,13 +35,22 @@ import numpy as np
 from irtk.retrieval.images import encode_png
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-ARCHIVES = ("Lisbon", "Oslo", "Kyoto", "Lima", "Nairobi", "Quebec", "Tartu", "Perth")
+ARCHIVES = ("Lisbon", "Oslo", "Kyoto")
 INKS = ("blue", "black", "grey")
+SIDES = ("left", "right")
+# The models compared: train-retriever options (the first two also pick the encoder to index with).
+MODELS = {
+    "text-only": ["--encoder", "text", "--model", "tiny"],
+    "clip-sum": ["--encoder", "clip", "--model", "tiny"],
+    "ciea": ["--encoder", "ciea", "--text-model", "tiny", "--vision", "tiny"],
+    "ciea-no-comp": ["--encoder", "ciea", "--text-model", "tiny", "--vision", "tiny", "--lambda-comp", "0"],
+}
 
 
-def build(out: str | Path, *, seed: int = 0, test_fraction: float = 0.25) -> dict:
-    """Write train-pairs.jsonl, train-docs.jsonl, test-docs.jsonl, test-queries.jsonl and
-    test.qrels under ``out``; returns counts."""
+def build(out: str | Path, *, seed: int = 0, test_fraction: float = 0.25, train_sheets: int = 1200,
+          test_sheets: int = 450) -> dict:
+    """Write train-pairs.jsonl, test-docs.jsonl, test-queries.jsonl and test.qrels under ``out``;
+    returns counts."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -36,64 +58,126 @@ def build(out: str | Path, *, seed: int = 0, test_fraction: float = 0.25) -> dic
     out.mkdir(parents=True, exist_ok=True)
     data = load_digits()
     rng = np.random.default_rng(seed)
-    n = len(data.target)
-    archive = rng.integers(0, len(ARCHIVES), size=n)
-    ink = rng.integers(0, len(INKS), size=n)
-    order = rng.permutation(n)
-    n_test = int(round(n * test_fraction))
-    test, train = set(order[:n_test].tolist()), order[n_test:]
+    order = rng.permutation(len(data.target))
+    n_test = int(round(len(order) * test_fraction))
+    pools = {"test": order[:n_test], "train": order[n_test:]}
 
-    def doc(i: int) -> dict:
-        pixels = (data.images[i] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    def sheet(pool: np.ndarray, i: int, split: str) -> tuple[dict, tuple[int, int, int]]:
+        left, right = rng.choice(pool, size=2, replace=False)
+        archive, ink, named = (int(rng.integers(len(ARCHIVES))), int(rng.integers(len(INKS))),
+                               int(rng.integers(2)))
+        canvas = np.zeros((16, 16))
+        canvas[4:12, 0:8] = data.images[left]
+        canvas[4:12, 8:16] = data.images[right]
+        pixels = (canvas * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
         image = Image.fromarray(255 - pixels, mode="L")  # dark ink on white paper
-        return {"doc_id": f"form-{i:04d}",
-                "text": f"Scanned form {i:04d} from the {ARCHIVES[archive[i]]} archive, "
-                        f"written in {INKS[ink[i]]} ink.",
-                "image": encode_png(image)}
+        digits = (int(data.target[left]), int(data.target[right]))
+        doc_id = f"{split}-{i:04d}"
+        number = i + (5000 if split == "test" else 0)  # a form number, the same form in both splits
+        text = (f"Scanned form {number:04d} from the {ARCHIVES[archive]} archive, written in "
+                f"{INKS[ink]} ink. The {SIDES[named]} digit is a {DIGITS[digits[named]]}.")
+        return {"doc_id": doc_id, "text": text, "image": encode_png(image)}, (*digits, archive)
 
-    def query(i: int) -> str:
-        return f"handwritten {DIGITS[data.target[i]]} from the {ARCHIVES[archive[i]]} archive"
+    def query(key: tuple[int, int, int]) -> str:
+        left, right, archive = key
+        return (f"handwritten {DIGITS[left]} on the left and {DIGITS[right]} on the right, "
+                f"from the {ARCHIVES[archive]} archive")
 
     def write(name: str, rows: list[dict]) -> None:
         (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    write("train-pairs.jsonl", [{"qid": f"train-{i:04d}", "query": query(i), **doc(i)} for i in train])
-    write("train-docs.jsonl", [doc(i) for i in sorted(train)])
-    test_ids = sorted(test)
-    write("test-docs.jsonl", [doc(i) for i in test_ids])
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i in test_ids:
-        groups.setdefault((int(data.target[i]), int(archive[i])), []).append(i)
+    train = [sheet(pools["train"], i, "train") for i in range(train_sheets)]
+    write("train-pairs.jsonl", [{"qid": d["doc_id"], "query": query(key), **d} for d, key in train])
+    test = [sheet(pools["test"], i, "test") for i in range(test_sheets)]
+    write("test-docs.jsonl", [d for d, _ in test])
+    groups: dict[tuple[int, int, int], list[str]] = {}
+    for d, key in test:
+        groups.setdefault(key, []).append(d["doc_id"])
     queries, qrels = [], []
-    for (digit, arch), members in sorted(groups.items()):
-        qid = f"{DIGITS[digit]}-{ARCHIVES[arch].lower()}"
-        queries.append({"qid": qid, "query": query(members[0])})
-        qrels += [f"{qid} 0 form-{i:04d} 1\n" for i in members]
+    for key, members in sorted(groups.items()):
+        qid = f"{DIGITS[key[0]]}-{DIGITS[key[1]]}-{ARCHIVES[key[2]].lower()}"
+        queries.append({"qid": qid, "query": query(key)})
+        qrels += [f"{qid} 0 {doc_id} 1\n" for doc_id in members]
     write("test-queries.jsonl", queries)
     (out / "test.qrels").write_text("".join(qrels))
-    return {"train_pairs": len(train), "test_docs": len(test_ids), "test_queries": len(queries)}
+    return {"train_pairs": len(train), "test_docs": len(test), "test_queries": len(queries)}
+
+
+def run(out: str | Path, model: str, seed: int, train_args: list[str]) -> Path:
+    """Train ``model`` with ``seed`` on OUT's train pairs, index OUT's test documents with the
+    saved checkpoint and evaluate on the test queries; returns the metrics file
+    (``OUT/MODEL-seedSEED.json``). One process does all three, through the same library calls as
+    ``irtk train-retriever``, ``irtk index`` and ``irtk retrieve`` (training through the CLI
+    in-process), because starting three processes per run costs more than a small run here."""
+    from irtk.cli.main import run as irtk
+    from irtk.io import write_report
+    from irtk.retrieval.config import IndexConfig, RetrieveConfig
+    from irtk.retrieval.index import index_documents
+    from irtk.retrieval.search import retrieve
+
+    out = Path(out)
+    name = f"{model}-seed{seed}"
+    ckpt, index = out / name, out / f"{name}-index"
+    status = irtk(["train-retriever", str(out / "train-pairs.jsonl"), "-o", str(ckpt), *MODELS[model],
+                   "--seed", str(seed), *train_args])
+    if status:
+        raise SystemExit(status)
+    encoder = MODELS[model][1]
+    index_documents(out / "test-docs.jsonl", index, IndexConfig(encoder=encoder, model=str(ckpt)), force=True)
+    metrics = retrieve(out / "test-queries.jsonl", index, RetrieveConfig(k=100, tag=name),
+                       output=out / f"{name}.trec", qrels=out / "test.qrels")
+    report = out / f"{name}.json"
+    write_report(report, {**metrics, "model": model, "seed": seed, "train_args": train_args})
+    return report
+
+
+def _model_of(path: str) -> str:
+    """``ciea-seed2.json`` → ``ciea``: runs of one model over several seeds share a row."""
+    return re.sub(r"-seed\d+$", "", Path(path).stem)
 
 
 def table(paths: list[str]) -> str:
-    """A Markdown table of ``--metrics-out`` files, one row per file (named by its stem)."""
+    """A Markdown table of ``--report`` files: one row per model (``MODEL-seedK.json`` files
+    grouped), each cell the mean over seeds ± the sample standard deviation, in percent, then
+    the seeds' range of MRR@10."""
     from irtk.retrieval.metrics import METRICS
 
-    lines = ["| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    groups: dict[str, list[dict]] = {}
     for p in paths:
-        m = json.loads(Path(p).read_text())
-        lines.append(f"| {Path(p).stem} | " + " | ".join(f"{100 * m[k]:.2f}" for k in METRICS) + " |")
+        groups.setdefault(_model_of(p), []).append(json.loads(Path(p).read_text()))
+    lines = ["| model | seeds | " + " | ".join(METRICS) + " | MRR@10 min–max |",
+             "|---" * (len(METRICS) + 3) + "|"]
+    for model, runs in groups.items():
+        cells = []
+        for m in METRICS:
+            values = [100 * r[m] for r in runs]
+            mean = sum(values) / len(values)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            cells.append(f"{mean:.1f} ± {sd:.1f}")
+        mrr = [100 * r["MRR@10"] for r in runs]
+        lines.append(f"| {model} | {len(runs)} | " + " | ".join(cells) + f" | {min(mrr):.1f}–{max(mrr):.1f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) >= 2 and argv[0] == "build":
-        print(json.dumps(build(argv[1])), file=sys.stderr)
-        return 0
-    if len(argv) >= 2 and argv[0] == "table":
-        print(table(argv[1:]))
-        return 0
-    print(__doc__, file=sys.stderr)
-    return 2
+    parser = argparse.ArgumentParser(prog="python -m irtk.retrieval.testbed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build").add_argument("out")
+    p = sub.add_parser("run")
+    p.add_argument("out")
+    p.add_argument("model", choices=list(MODELS))
+    p.add_argument("seed", type=int)
+    p.add_argument("--train-args", default="", help="extra train-retriever options, one string")
+    sub.add_parser("table").add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        print(json.dumps(build(args.out)), file=sys.stderr)
+    elif args.command == "run":
+        run(args.out, args.model, args.seed, shlex.split(args.train_args))
+    else:
+        print(table(args.files))
+    return 0
 
 
 if __name__ == "__main__":

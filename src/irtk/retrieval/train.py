@@ -9,9 +9,13 @@ against the caption (the released code's variant); ``comp_via_extractor`` weighs
 the positive's caption first (the paper's figure).
 
 A second stage (``negatives_from``: an index built by a previous model over ``docs``) adds one
-image and one text hard negative per query, the highest-ranked documents in that model's
-top-k that are not positives of the query; the complementary loss is dropped there, as in the
-paper.
+image and one text hard negative per query, drawn at random (seeded) from the non-positives in
+that model's top-k, as the released code does (``negatives_pick="top"``: the highest-ranked
+ones); the complementary loss is dropped there, as in the paper.
+
+The logit scale is learned: exp of a parameter, capped at 100 after each optimiser step (as CLIP
+trains it), so it gets a gradient from the first step; its value is logged every epoch. The
+vision tower is frozen unless ``freeze_vision=False``, as the released scripts freeze CLIP.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import pyarrow as pa
 from irtk.errors import InputError, UsageError
 from irtk.io import RecordReader, make_provenance
 from irtk.records import RecordType
+from irtk.retrieval.config import TrainConfig
 from irtk.retrieval.images import decode_image
+from irtk.retrieval.staging import StagedFolder
 
 PAIR = RecordType(
     "pair",
@@ -40,31 +46,6 @@ PAIR = RecordType(
     frozenset({"query", "doc_id"}),
     "a training pair: query and its positive document (doc_id, text, optional image)",
 )
-
-
-@dataclass
-class TrainConfig:
-    encoder: str = "ciea"
-    model: str | None = None  # start from: text model / clip spec / any checkpoint folder
-    text_model: str = "minilm-l6"  # a fresh CIEA's text encoder
-    vision: str = "tiny"  # a fresh CIEA's vision tower: tiny or open_clip ARCH/TAG
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 5e-6
-    lr_new: float | None = None  # randomly initialised parts (default: lr)
-    weight_decay: float = 0.2
-    warmup: float = 0.1
-    lambda_comp: float | None = None  # default 0.1 for ciea, 0 otherwise
-    comp_via_extractor: bool = False
-    freeze_vision: bool = False
-    negatives_from: str | None = None
-    docs: str | None = None
-    negatives_k: int = 100
-    max_steps: int | None = None
-    save_every: int = 0
-    seed: int = 0
-    device: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -108,38 +89,45 @@ def strip_caption_words(query: str, caption: str | None) -> str:
     return " ".join(kept)
 
 
-def build_encoder(cfg: TrainConfig) -> Any:
-    from irtk.retrieval.encoders import ClipEncoder, TextEncoder, checkpoint_config, get_encoder
+def build_encoder(cfg: TrainConfig, warn: Callable[[str], None] | None = None) -> Any:
+    """The encoder to train: loaded from ``cfg.model`` when it is a checkpoint, else fresh."""
+    from irtk.retrieval.encoders import get_encoder
+    from irtk.retrieval.encoders.base import checkpoint_config
 
     if checkpoint_config(cfg.model) is not None:
         enc = get_encoder(cfg.encoder, cfg.model, device=cfg.device)
-    elif cfg.encoder == "text":
-        enc = TextEncoder(cfg.model or "minilm-l6", device=cfg.device)
-    elif cfg.encoder == "clip":
-        enc = ClipEncoder.create(cfg.model or "tiny", device=cfg.device, seed=cfg.seed)
     elif cfg.encoder == "ciea":
-        from irtk.retrieval.ciea import CieaEncoder
+        from irtk.retrieval.encoders.ciea import CieaEncoder
 
         if cfg.model:
             raise UsageError("--model for ciea is a checkpoint folder to continue from; a fresh "
                              "model takes --text-model and --vision")
-        enc = CieaEncoder.create(cfg.text_model, cfg.vision, freeze_vision=cfg.freeze_vision,
-                                 comp_via_extractor=cfg.comp_via_extractor, seed=cfg.seed,
-                                 device=cfg.device)
+        enc = CieaEncoder.create(cfg.text_model, cfg.vision, extractor=cfg.extractor,
+                                 seed=cfg.seed, device=cfg.device)
+    elif cfg.encoder == "clip":
+        enc = get_encoder("clip", cfg.model, device=cfg.device, seed=cfg.seed)
     else:
-        raise UsageError(f"train-retriever trains text, clip or ciea, not {cfg.encoder!r}")
+        enc = get_encoder("text", cfg.model, device=cfg.device)
     if cfg.encoder == "ciea":
         enc.freeze_vision(cfg.freeze_vision)
         enc.meta["comp_via_extractor"] = cfg.comp_via_extractor
-    elif cfg.freeze_vision and cfg.encoder == "clip":
+    elif cfg.encoder == "clip":
         for p in enc.module.visual.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(not cfg.freeze_vision)
+    visual = getattr(enc.module, "visual", None)
+    if (cfg.freeze_vision and visual is not None and warn is not None
+            and any(id(p) in enc.new_parameters() for p in visual.parameters())):
+        warn("the vision tower is randomly initialised and frozen: its patches stay random "
+             "features (--train-vision trains it)")
     return enc
 
 
 def mine_negatives(examples: list[Example], index_dir: str, docs: str, k: int,
-                   batch_size: int, uses_images: bool) -> int:
-    """Attach one image and one text hard negative per example from a previous model's top-k."""
+                   batch_size: int, uses_images: bool, *, pick: str = "sample",
+                   seed: int = 0) -> int:
+    """Attach one image and one text hard negative per example from a previous model's top-k:
+    a seeded random non-positive of each kind (``pick="sample"``, the released code's choice)
+    or the highest-ranked one (``pick="top"``)."""
     from irtk.retrieval.encoders import encoder_from_config
     from irtk.retrieval.index import document_batches, load_index
     from irtk.retrieval.search import search_vectors
@@ -156,19 +144,22 @@ def mine_negatives(examples: list[Example], index_dir: str, docs: str, k: int,
         positives.setdefault(e.query, set()).add(e.doc_id)
     vecs = previous.encode_queries(queries, None, batch_size=batch_size)
     ranked = dict(zip(queries, search_vectors(loaded, vecs, k), strict=True))
+    rng = np.random.default_rng(seed)
     mined = 0
     for e in examples:
-        found: dict[bool, tuple] = {}
+        by_kind: dict[bool, list[tuple]] = {True: [], False: []}
         for doc_id, _ in ranked[e.query]:
             if doc_id in positives[e.query]:
                 continue
             if doc_id not in corpus:
                 raise InputError(f"index returned doc_id {doc_id!r}, which is not in --docs", source=docs)
             text, image = corpus[doc_id]
-            found.setdefault(image is not None, (doc_id, text, image))
-            if len(found) == 2:
-                break
-        e.negatives = list(found.values())
+            by_kind[image is not None].append((doc_id, text, image))
+        e.negatives = []
+        for kind in (True, False):  # image first, then text: a fixed order keeps runs seeded
+            found = by_kind[kind]
+            if found:
+                e.negatives.append(found[0] if pick == "top" else found[int(rng.integers(len(found)))])
         mined += len(e.negatives)
     return mined
 
@@ -209,20 +200,33 @@ def _loss(enc: Any, batch: list[Example], positives: dict[str, set[str]], lam: f
     return loss, stats
 
 
+def param_groups(enc: Any, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: pretrained weights at ``lr``, randomly initialised ones at ``lr_new``, both
+    with ``weight_decay``; the logit scale in a group of its own without weight decay, because
+    it is a temperature, not a weight (decay would pull τ towards 1)."""
+    new = enc.new_parameters()
+    scale = enc.log_scale
+    params = [p for p in enc.parameters() if p.requires_grad and p is not scale]
+    groups = [{"params": [p for p in params if id(p) not in new], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) in new], "lr": cfg.lr_new or cfg.lr}]
+    groups = [{**g, "weight_decay": cfg.weight_decay} for g in groups if g["params"]]
+    if scale.requires_grad:
+        lr = (cfg.lr_new or cfg.lr) if id(scale) in new else cfg.lr
+        groups.append({"params": [scale], "lr": lr, "weight_decay": 0.0})
+    return groups
+
+
 def train(pairs: str | Path | None, output: str | Path, cfg: TrainConfig, *, force: bool = False,
-          log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
+          log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
+          progress: Callable[[int], None] | None = None) -> dict:
     """Train, write a checkpoint folder (weights, encoder.json, provenance.json, train_log.jsonl)
     and return a summary."""
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    from irtk.retrieval.index import _Staging
-
-    if cfg.negatives_from and not cfg.docs:
-        raise UsageError("--negatives-from needs --docs (the corpus that index was built from)")
-    staging = _Staging(Path(output), force)  # checks the target before any work
+    staging = StagedFolder(Path(output), force)  # checks the target before any work
     torch.manual_seed(cfg.seed)
-    enc = build_encoder(cfg)
+    enc = build_encoder(cfg, warn=warn or log)
     examples = load_pairs(pairs, enc.uses_images)
     if len(examples) < 2:
         raise InputError("need at least two pairs for in-batch negatives", source=str(pairs or "<stdin>"))
@@ -230,28 +234,15 @@ def train(pairs: str | Path | None, output: str | Path, cfg: TrainConfig, *, for
     mined = 0
     if cfg.negatives_from:
         mined = mine_negatives(examples, cfg.negatives_from, cfg.docs, cfg.negatives_k,
-                               cfg.batch_size, enc.uses_images)
+                               cfg.batch_size, enc.uses_images, pick=cfg.negatives_pick, seed=cfg.seed)
         lam = 0.0 if cfg.lambda_comp is None else lam
         log(f"mined {mined} hard negatives for {len(examples)} pairs from {cfg.negatives_from}")
     positives: dict[str, set[str]] = {}
     for e in examples:
         positives.setdefault(e.query, set()).add(e.doc_id)
 
-    new = enc.new_parameters()
     params = [p for p in enc.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) not in new], "lr": cfg.lr},
-              {"params": [p for p in params if id(p) in new], "lr": cfg.lr_new or cfg.lr}]
-    groups = [g for g in groups if g["params"]]
-    # No weight decay on the logit scale: it is a temperature, not a weight.
-    for g in groups:
-        g["weight_decay"] = cfg.weight_decay
-    scale_param = enc.log_scale
-    for g in groups:
-        if any(p is scale_param for p in g["params"]):
-            g["params"] = [p for p in g["params"] if p is not scale_param]
-            groups.append({"params": [scale_param], "lr": g["lr"], "weight_decay": 0.0})
-            break
-    opt = torch.optim.AdamW(groups, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(param_groups(enc, cfg), betas=(0.9, 0.98))
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -277,6 +268,7 @@ def train(pairs: str | Path | None, output: str | Path, cfg: TrainConfig, *, for
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            enc.clamp_scale()
             sched.step()
             step += 1
             n += 1
@@ -302,9 +294,8 @@ def train(pairs: str | Path | None, output: str | Path, cfg: TrainConfig, *, for
 
 def _write(enc: Any, folder: Path, cfg: TrainConfig, pairs: Any, history: list, mined: int) -> None:
     enc.save(folder)
-    cfg_dict = {k: v for k, v in asdict(cfg).items() if k != "extra"}
     prov = make_provenance("train-retriever", pairs=str(pairs) if pairs else "<stdin>",
-                           train_config=cfg_dict, hard_negatives=mined, seed=cfg.seed,
+                           train_config=asdict(cfg), hard_negatives=mined, seed=cfg.seed,
                            final=history[-1] if history else None)
     (folder / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
     (folder / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
@@ -312,7 +303,5 @@ def _write(enc: Any, folder: Path, cfg: TrainConfig, pairs: Any, history: list, 
 
 def _save(enc: Any, target: Path, cfg: TrainConfig, pairs: Any, history: list, mined: int,
           force: bool) -> None:
-    from irtk.retrieval.index import _Staging
-
-    with _Staging(target, force) as tmp:
+    with StagedFolder(target, force) as tmp:
         _write(enc, tmp, cfg, pairs, history, mined)

@@ -7,8 +7,10 @@ An image document is one token sequence through the text encoder::
 where p_i are the image's patch tokens (an open_clip ViT's last layer, CLS dropped), projected
 to the text width and refined by the *complementary extractor*: each patch gets a weight
 w = 1 − (its highest cosine similarity to any caption token, mapped to [0, 1]), so patches the
-caption already describes weigh little, and one 8-head attention layer over the patches scales
-each key's logits by w² and masks keys with w < 1e-5. Text documents and queries are plain text
+caption already describes weigh little, and one 8-head transformer layer over the patches scales
+each key's attention logits by w² and masks keys with w < 1e-5 (the released code's layer:
+post-norm, LeakyReLU, 2048-wide feed-forward, dropout 0.05; ``extractor="prenorm"`` is the
+alternative). Text documents and queries are plain text
 through the same encoder. Embeddings are mean-pooled and L2-normalised; scores are dot products
 times a learned logit scale (initialised to 100, τ = 0.01).
 
@@ -32,6 +34,7 @@ from torch import nn
 
 from irtk.errors import ModelError, UsageError
 from irtk.models import DEFAULT_EMBEDDER
+from irtk.retrieval.config import EXTRACTOR_BLOCKS
 from irtk.retrieval.encoders.base import (
     CHECKPOINT_CONFIG,
     CLIP_MEAN,
@@ -46,9 +49,6 @@ from irtk.retrieval.encoders.base import (
 CAPTION_PREFIX = "caption:"
 TINY_TEXT_BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                   "intermediate_size": 128, "max_position_embeddings": 128}
-# The extractor's layer: "released" as in the released code (post-norm, LeakyReLU, a 2048-wide
-# feed-forward, dropout 0.05); "prenorm" a pre-norm layer with GELU and a 2x-wide MLP, no dropout.
-EXTRACTOR_BLOCKS = ("released", "prenorm")
 
 
 class ComplementaryExtractor(nn.Module):
