@@ -33,8 +33,10 @@ lint: setup
 man: setup
 	$(BIN)/python -m irtk.cli.manpages man
 
+# Every benchmark, then one table of their ratios in bench/results.md (BENCH_ARGS=--quick: smaller).
+BENCH_ARGS ?=
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/collect.py $(BENCH_ARGS)
 
 # The main job on the embedded defaults (grows as stages land).
 demo: setup
