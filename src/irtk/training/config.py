@@ -63,7 +63,8 @@ class TrainSettings:
     holdout: float = setting(0.0, "Hold out this fraction of the training file's seeds for "
                              "evaluation instead of --eval (a seeded split by seed, never by dialogue).")
     eval_every: int = setting(0, "Evaluate on the held-out trajectories every N steps (0: only at the end).")
-    eval_limit: int | None = setting(None, "Held-out dialogues per evaluation at most.")
+    eval_limit: int | None = setting(None, "Held-out dialogues per evaluation at most (0: check and "
+                                     "record the split, simulate nothing).")
     eval_max_turns: int = setting(3, "Questions per held-out dialogue.")
     eval_dialogues_batch: int = setting(16, "Held-out dialogues advancing together.")
     entropy: EntropyControlConfig = setting(help="Per-token entropy control (irtk.entropy.control).",
@@ -76,6 +77,8 @@ class TrainSettings:
     rounds: int = setting(1, "Stage II: alternate rollouts and training this many times (later "
                           "rounds roll out the policy being trained).")
     rollouts_per_trajectory: int = setting(1, "Stage II: rollouts per training trajectory per round.")
+    rollout_limit: int | None = setting(None, "Stage II: roll out at most N training trajectories per "
+                                        "round (a seeded subset; CPU sizing).")
     rollout_turns: int = setting(2, "Stage II: questions the policy asks after the expert prefix.")
     prefix_min: int = setting(0, "Stage II: shortest expert prefix (turns of teacher forcing).")
     prefix_max: int | None = setting(None, "Stage II: longest expert prefix (default: the trajectory's "
@@ -114,6 +117,8 @@ class TrainSettings:
         CONTROLS.spec(self.entropy.entropy_control)
         require(self.rounds >= 1, f"--rounds must be >= 1, got {self.rounds}")
         require(self.rollouts_per_trajectory >= 1, "--rollouts-per-trajectory must be >= 1")
+        require(self.rollout_limit is None or self.rollout_limit >= 1, "--rollout-limit must be >= 1")
+        require(self.eval_limit is None or self.eval_limit >= 0, "--eval-limit must be >= 0")
         require(self.rollout_turns >= 1, f"--rollout-turns must be >= 1, got {self.rollout_turns}")
         require(self.prefix_min >= 0, f"--prefix-min must be >= 0, got {self.prefix_min}")
         require(self.prefix_max is None or self.prefix_max >= self.prefix_min,

@@ -85,7 +85,7 @@ class HeldOut:
 
     def __init__(self, rows: Sequence[Mapping], settings: TrainSettings, *, max_tokens: int, seed: int) -> None:
         self.rows = [dict(r) for r in rows if r.get("intents") and (r.get("graph") or {}).get("nodes")]
-        if settings.eval_limit is not None:
+        if settings.eval_limit is not None:  # 0: the split is checked and recorded, nothing simulated
             self.rows = self.rows[:settings.eval_limit]
         self.config = simulate_config(settings, model=LIVE_MODEL, max_turns=settings.eval_max_turns,
                                       temperature=0.7, max_tokens=max_tokens,
@@ -137,6 +137,9 @@ def play_rollouts(rows: Sequence[Mapping], settings: TrainSettings, *, model: st
     and the policy asks ``rollout_turns`` more questions against the simulated user. Returns
     (dialogue records, turn samples). ``backend``: a live backend, else ``model`` is loaded."""
     rows = [dict(r) for r in rows if r.get("path")]
+    if settings.rollout_limit is not None and len(rows) > settings.rollout_limit:
+        keep = sorted(random.Random(f"rollouts:{seed}:{round_no}").sample(range(len(rows)), settings.rollout_limit))
+        rows = [rows[i] for i in keep]
     expanded = [r for r in rows for _ in range(settings.rollouts_per_trajectory)]
     lengths = prefix_lengths(rows, settings, round_no, seed)
     by_prefix: dict[int, list[tuple[dict, int]]] = defaultdict(list)
