@@ -182,3 +182,24 @@ def test_text_corpus_example_end_to_end(tmp_path):
                         "-o", str(tmp_path / "run.trec")))
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["MRR@10"] > 0.5, proc.stderr.decode()
+
+
+def test_testbed_sheets_table_and_extractor_weights(tmp_path, testbed, tiny_ciea):
+    from irtk.retrieval import testbed as tb
+
+    pair = json.loads((testbed / "pairs.jsonl").read_text().splitlines()[0])
+    # The caption names one digit of the two the query asks for, never both.
+    named = pair["text"].rsplit(" is a ", 1)[1].rstrip(".")
+    left, right = pair["query"].split("handwritten ")[1].split(" on the left and ")
+    right = right.split(" on the right")[0]
+    assert named in (left, right) and pair["text"].count(" digit is a ") == 1
+    qrels = (testbed / "test.qrels").read_text().splitlines()
+    assert len(qrels) == 450 and all(line.split()[2].startswith("test-") for line in qrels)
+    w = tb.extractor_weights(tiny_ciea, testbed / "docs.jsonl")
+    assert set(w) == {"named", "unnamed", "blank"} and all(0.0 <= v <= 1.0 for v in w.values())
+    for seed, mrr in ((0, 0.5), (1, 0.7)):
+        metrics = dict.fromkeys(("MRR@10", "NDCG@10", "Recall@5", "Recall@20", "Recall@100", "Hit@1"), mrr)
+        (tmp_path / f"ciea-seed{seed}.json").write_text(json.dumps(metrics))
+    table = tb.table([str(tmp_path / "ciea-seed0.json"), str(tmp_path / "ciea-seed1.json")])
+    row = table.splitlines()[-1]
+    assert row.startswith("| ciea | 2 | 60.0 ± 14.1 |") and row.endswith("| 50.0–70.0 |")

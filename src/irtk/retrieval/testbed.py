@@ -16,6 +16,7 @@ what the image adds. Train and test sheets use disjoint scans (split once, seed 
     python -m irtk.retrieval.testbed run OUT MODEL SEED [--train-args=ARGS]
                                                         # train, index, retrieve: OUT/MODEL-seedSEED.json
     python -m irtk.retrieval.testbed table FILE.json…   # Markdown table, grouped by model
+    python -m irtk.retrieval.testbed weights CKPT DOCS  # a CIEA's extractor weights by region
 
 ``make testbed`` runs every model over several seeds and prints the table.
 """
@@ -131,6 +132,37 @@ def run(out: str | Path, model: str, seed: int, train_args: list[str]) -> Path:
     return report
 
 
+def extractor_weights(checkpoint: str | Path, docs: str | Path) -> dict:
+    """Mean extractor weight w of a trained CIEA over ``docs``' sheets, by region: the patches of
+    the digit the caption names, of the other digit, and the blank rows. If the extractor finds
+    what the caption says, w is lower on the named digit than on the other one."""
+    import torch
+
+    from irtk.retrieval.encoders.ciea import CieaEncoder
+    from irtk.retrieval.images import decode_image
+
+    enc = CieaEncoder.load(checkpoint, device="cpu")
+    enc.module.eval()
+    rows = [json.loads(line) for line in Path(docs).read_text().splitlines()]
+    grid = enc.meta["image_size"] // enc.meta["vision"]["cfg"]["patch_size"]
+    if grid != 4:
+        raise ValueError("the regions assume a 4x4 patch grid (the tiny ViT on 32 px)")
+    sums = {"named": 0.0, "unnamed": 0.0, "blank": 0.0}
+    counts = dict.fromkeys(sums, 0)
+    with torch.inference_mode():
+        for start in range(0, len(rows), 64):
+            batch = rows[start:start + 64]
+            w = enc.patch_weights([r["text"] for r in batch], [decode_image(r["image"]) for r in batch])
+            for row, weights in zip(batch, w.view(len(batch), grid, grid), strict=True):
+                named = 0 if "The left digit" in row["text"] else 2  # first column of its half
+                for region, cells in (("named", weights[1:3, named:named + 2]),
+                                      ("unnamed", weights[1:3, 2 - named:4 - named]),
+                                      ("blank", torch.cat([weights[0], weights[3]]))):
+                    sums[region] += float(cells.sum())
+                    counts[region] += cells.numel()
+    return {region: sums[region] / counts[region] for region in sums}
+
+
 def _model_of(path: str) -> str:
     """``ciea-seed2.json`` → ``ciea``: runs of one model over several seeds share a row."""
     return re.sub(r"-seed\d+$", "", Path(path).stem)
@@ -170,11 +202,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("seed", type=int)
     p.add_argument("--train-args", default="", help="extra train-retriever options, one string")
     sub.add_parser("table").add_argument("files", nargs="+")
+    p = sub.add_parser("weights", help="mean extractor weight by region of a trained CIEA")
+    p.add_argument("checkpoint")
+    p.add_argument("docs")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(json.dumps(build(args.out)), file=sys.stderr)
     elif args.command == "run":
         run(args.out, args.model, args.seed, shlex.split(args.train_args))
+    elif args.command == "weights":
+        print(json.dumps(extractor_weights(args.checkpoint, args.docs)))
     else:
         print(table(args.files))
     return 0

@@ -306,6 +306,15 @@ class CieaEncoder(TorchEncoder):
             _, tokens = self.module.visual(self.pixels(images))
         return self.module.projector(tokens)
 
+    def patch_weights(self, captions: Sequence[str | None], images: Sequence[Any]) -> torch.Tensor:
+        """The extractor's w (B, N) for image documents: near 0 where the caption already
+        describes a patch, near 1 where it does not (a diagnostic of what the extractor sees)."""
+        patches = self.patches(images)
+        texts = [f"{CAPTION_PREFIX} {c}" if c else "" for c in captions]
+        tok = self._tokens(texts, reserve=patches.shape[1] + 2)
+        words = self.module.text.get_input_embeddings()(tok["input_ids"])
+        return self.module.extractor.weights(patches, words, self._caption_mask(tok, prefixed=True))
+
     def _caption_mask(self, tok: dict, prefixed: bool) -> torch.Tensor:
         ids = tok["input_ids"]
         mask = tok["attention_mask"].bool()
