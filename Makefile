@@ -80,21 +80,21 @@ testbed: setup
 # clarifier, the untrained model, oracle, random and none, simulated on the same held-out
 # trajectories and compared with seed-bootstrap intervals (README: "Training").
 INTENTRL ?= $(OUT)/intentrl
-INTENTRL_TRAIN ?= --lora-r 16 --lr 3e-4 --batch-size 8 --group-size 4 --max-completion-length 48 \
-	--max-steps 12 --max-samples 96 --save-steps 6 --seed 0
-INTENTRL_SIM ?= --summary template --max-turns 2 --max-tokens 48 --seed 0 --batch-size 20 -q
+INTENTRL_TRAIN ?= --lora-r 16 --lr 3e-4 --batch-size 8 --group-size 4 --max-completion-length 40 \
+	--max-prompt-length 320 --max-steps 10 --max-samples 96 --save-steps 5 --seed 0
+INTENTRL_SIM ?= --summary template --max-turns 2 --max-tokens 40 --seed 0 --batch-size 15 -q
 intentrl-table: setup
 	mkdir -p $(INTENTRL)
 	$(BIN)/irtk expand examples/seeds.jsonl --no-build -q -o $(INTENTRL)/trajectories.parquet
 	$(BIN)/python -m irtk.training.table split $(INTENTRL)/trajectories.parquet --holdout 0.25 --seed 0 \
-	  --per-seed 8 --train $(INTENTRL)/train.parquet --heldout $(INTENTRL)/heldout.parquet
+	  --per-seed 6 --train $(INTENTRL)/train.parquet --heldout $(INTENTRL)/heldout.parquet
 	$(BIN)/irtk train-offline $(INTENTRL)/train.parquet -o $(INTENTRL)/stage1 --eval $(INTENTRL)/heldout.parquet \
 	  --eval-limit 0 $(INTENTRL_TRAIN) --plots $(INTENTRL)/plots-stage1
+	$(BIN)/irtk train-online $(INTENTRL)/train.parquet -o $(INTENTRL)/stage2 --rollout-model $(INTENTRL)/stage1 \
+	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 --rollout-limit 16 --rollout-turns 1 $(INTENTRL_TRAIN) \
+	  --plots $(INTENTRL)/plots --compare $(INTENTRL)/stage1
 	$(BIN)/irtk train-offline $(INTENTRL)/train.parquet -o $(INTENTRL)/sft --method sft --eval $(INTENTRL)/heldout.parquet \
 	  --eval-limit 0 $(INTENTRL_TRAIN)
-	$(BIN)/irtk train-online $(INTENTRL)/train.parquet -o $(INTENTRL)/stage2 --rollout-model $(INTENTRL)/stage1 \
-	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 --rollout-limit 32 --rollout-turns 1 $(INTENTRL_TRAIN) \
-	  --plots $(INTENTRL)/plots --compare $(INTENTRL)/stage1
 	for p in oracle random none; do \
 	  $(BIN)/irtk simulate $(INTENTRL)/heldout.parquet --policy $$p $(INTENTRL_SIM) -o $(INTENTRL)/heldout-$$p.parquet || exit 1; done
 	$(BIN)/irtk simulate $(INTENTRL)/heldout.parquet --policy model $(INTENTRL_SIM) -o $(INTENTRL)/heldout-base.parquet

@@ -79,18 +79,30 @@ def _provenance(stage: str, config: Any, path: str, extra: Mapping) -> dict:
                            libraries=library_versions(), **dump(dict(extra)))
 
 
+def _process() -> Any:
+    """This process under ``accelerate launch`` / torchrun (a single process otherwise)."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
 def _finish(output: Path, work: Path, trainer: Any, tokenizer: Any, held: HeldOut | None, rows: list[dict],
             provenance: dict, config: Any, log: Log) -> dict:
     model = final_model(trainer)
     final_eval = None
-    if held:
-        log(f"held-out evaluation: {len(held.rows)} dialogue(s)")
-        final_eval, _ = held.evaluate(model, tokenizer)
-        rows.append({"step": rows[-1]["step"] if rows else 0, **final_eval})
+    state = _process()
+    # One process evaluates and writes; the others wait so every rank returns with the folder there.
+    if state.is_main_process:
+        if held:
+            log(f"held-out evaluation: {len(held.rows)} dialogue(s)")
+            final_eval, _ = held.evaluate(model, tokenizer)
+            rows.append({"step": rows[-1]["step"] if rows else 0, **final_eval})
     provenance = {**provenance, "final_eval": final_eval, "global_step": rows[-1]["step"] if rows else 0}
-    save_checkpoint(output, model, tokenizer, provenance, rows)
-    if not config.keep_checkpoints:
-        shutil.rmtree(work, ignore_errors=True)
+    if state.is_main_process:
+        save_checkpoint(output, model, tokenizer, provenance, rows)
+        if not config.keep_checkpoints:
+            shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
     return {"output": str(output), "final_eval": final_eval, "steps": provenance["global_step"],
             "provenance": provenance}
 
@@ -161,10 +173,10 @@ def run_online(config: Any, train_rows: Sequence[Mapping], held_rows: Sequence[M
             rounds.append(info["round"])
             continue
         sample_file = rdir / "rollout-samples.jsonl"
+        state = _process()
         if resume and sample_file.exists():
-            rollout = _read_jsonl(sample_file)
-            log(f"round {r}: {len(rollout)} rollout sample(s) from the earlier run")
-        else:
+            log(f"round {r}: rollout samples from the earlier run")
+        elif state.is_main_process:  # one process plays the rollouts; every rank trains on them
             roller = config.rollout_model if (r == 1 and config.rollout_model and not config.init) else None
             log(f"round {r}: rollouts by {roller or 'the policy being trained'} on {len(train_rows)} trajectories")
             backend = None if roller else LiveHFBackend(model, tokenizer, batch_size=config.rollout_batch_size)
@@ -172,6 +184,8 @@ def run_online(config: Any, train_rows: Sequence[Mapping], held_rows: Sequence[M
                                                round_no=r, seed=config.seed)
             _write_jsonl(rdir / "rollouts.jsonl", dialogues)
             _write_jsonl(sample_file, rollout)
+        state.wait_for_everyone()
+        rollout = _read_jsonl(sample_file)
         mix = mixed_counts(expert, rollout)
         log(f"round {r}: {mix['expert_samples']} expert + {mix['rollout_samples']} rollout sample(s)")
         info = {"round": r, **mix}
@@ -187,8 +201,11 @@ def run_online(config: Any, train_rows: Sequence[Mapping], held_rows: Sequence[M
         rounds.append(info)
         if r < config.rounds:
             model = final_model(trainer)
-            model.save_pretrained(done)
-            (rdir / "round.json").write_text(json.dumps({"round": info, "metrics": result["history"]}, default=str))
+            if state.is_main_process:
+                model.save_pretrained(done)
+                (rdir / "round.json").write_text(json.dumps({"round": info, "metrics": result["history"]},
+                                                            default=str))
+            state.wait_for_everyone()
     if trainer is None:  # every round was done before the resume
         raise UsageError(f"{work}: every round finished in an earlier run but no final checkpoint was written; "
                          "remove the folder and train again")
