@@ -3,7 +3,6 @@ completions; plots; a one-step check of the first-order entropy law."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,7 +23,8 @@ def register(app: typer.Typer) -> None:
              "(or per token with --per-token); prints mean entropy and the fraction of tokens "
              "Clip_B, Clip_V, Clip-Cov and top-entropy would clip. --verify-step LR takes one real "
              "policy-gradient step and reports how well the prediction tracks the measured change. "
-             "With only --metrics and --plots (no input), draws training curves.",
+             "--metrics FILE --plots DIR draws training curves (alone when no INPUT is given; '-' "
+             "audits stdin too).",
     )(entropy_audit)
 
 
@@ -97,7 +97,8 @@ def entropy_audit(
     if verify_params not in ("head", "all"):
         raise UsageError(f"--verify-params must be head or all, got {verify_params!r}")
     curve_columns = [c.strip() for c in curves.split(",") if c.strip()]
-    curves_only = bool(metrics) and input is None and sys.stdin.isatty()
+    # Curves alone when no records are named; "-" audits stdin as well.
+    curves_only = bool(metrics) and input is None
     if plots is not None and metrics:
         from irtk.entropy.plots import plot_training_curves
 

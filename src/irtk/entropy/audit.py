@@ -184,6 +184,8 @@ def read_samples(rows: Iterable[dict], config: AuditConfig, source: str,
         singles = sum(1 for n in sizes.values() if n == 1)
         if singles:
             warn(f"{singles} group(s) of one sample: advantage 0 (no group baseline)")
+        if all(a == 0.0 for a in advantages):
+            warn("every advantage is 0: rewards are equal within each group")
     yield from samples
 
 
@@ -306,9 +308,9 @@ class ScoringModel:
     def hidden(self, ids: Any, attention: Any) -> Any:
         return self.decoder(input_ids=ids, attention_mask=attention).last_hidden_state
 
-    def stats(self, batch: Sequence[Encoded]) -> list[dict[str, np.ndarray]]:
-        """Per-sample arrays (entropy, logp, s, expected_s, d, token_id, hidden_sq) of the
-        completion tokens, in order."""
+    def stats(self, batch: Sequence[Encoded], keep_hidden: bool = False) -> list[dict[str, np.ndarray]]:
+        """Per-sample arrays (entropy, logp, s, expected_s, d, token_id; with ``keep_hidden`` the
+        final hidden state that predicts each token) of the completion tokens, in order."""
         import torch
 
         from irtk.entropy.math import sequence_stats
@@ -319,17 +321,12 @@ class ScoringModel:
             stats = sequence_stats(ids, completion, hidden=hidden, weight=self.head.weight,
                                    bias=self.head.bias, softcap=self.softcap, temperature=self.temperature,
                                    tile_size=self.tile_size)
-            # |h|^2 at each predicting position: the head's kernel for that token's logits.
-            hidden_sq = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-            hidden_sq[:, 1:] = hidden[:, :-1].float().pow(2).sum(-1)
-        out = []
-        columns = {**stats.as_dict(), "hidden_sq": hidden_sq}
-        for b in range(len(batch)):
-            sel = completion[b]
-            row = {k: v[b][sel].cpu().numpy() for k, v in columns.items()}
-            row["token_id"] = ids[b][sel].cpu().numpy()
-            out.append(row)
-        return out
+        columns = {**stats.as_dict(), "token_id": ids}
+        if keep_hidden:
+            predicting = torch.zeros_like(hidden, dtype=torch.float32)
+            predicting[:, 1:] = hidden[:, :-1].float()  # the state at t-1 predicts token t
+            columns["hidden"] = predicting
+        return [{k: v[b][completion[b]].cpu().numpy() for k, v in columns.items()} for b in range(len(batch))]
 
 
 def load_scoring_model(config: AuditConfig) -> ScoringModel:
@@ -451,7 +448,6 @@ class Collected:
     s: list[np.ndarray] = field(default_factory=list)
     d: list[np.ndarray] = field(default_factory=list)
     advantage: list[np.ndarray] = field(default_factory=list)
-    hidden_sq: list[np.ndarray] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     samples: int = 0
 
@@ -459,7 +455,7 @@ class Collected:
         a = scored.arrays
         n = a["entropy"].size
         adv = scored.encoded.sample.advantage
-        for name in ("entropy", "logp", "s", "d", "hidden_sq"):
+        for name in ("entropy", "logp", "s", "d"):
             getattr(self, name).append(a[name].astype(np.float64))
         self.advantage.append(np.full(n, np.nan if adv is None else adv))
         if scored.encoded.sample.reward is not None:
@@ -573,7 +569,8 @@ def run_audit(config: AuditConfig, rows: Iterable[dict], source: str, write: Cal
     samples = (encoder.encode(s) for s in read_samples(rows, config, source, warn))
     held: list[tuple[list[Encoded], list[Scored]]] = []
     for batch in batches_of(samples, config.batch_size, config.max_tokens_per_batch):
-        scored = [Scored(e, a) for e, a in zip(batch, model.stats(batch), strict=True)]
+        arrays = model.stats(batch, keep_hidden=config.verify_step is not None)
+        scored = [Scored(e, a) for e, a in zip(batch, arrays, strict=True)]
         for s in scored:
             collected.add(s)
         if config.verify_step is None:
@@ -598,25 +595,74 @@ def _verify(model: ScoringModel, held: list[tuple[list[Encoded], list[Scored]]],
             lr: float, params: str) -> dict[str, Any]:
     if any(s.encoded.sample.advantage is None for _, scored in held for s in scored):
         raise UsageError("--verify-step needs advantages: an 'advantage' column, or rewards with --group-by")
+    scored_all = [s for _, scored in held for s in scored]
+    adv, d = collected.array("advantage"), collected.array("d")
+    predicted = lr * adv * d
+    out: dict[str, Any] = {"learning_rate": lr, "params": params, "predicted": predicted, "advantage": adv}
+    if params == "head":
+        hidden = np.concatenate([s.arrays["hidden"] for s in scored_all])
+        targets = np.concatenate([s.arrays["token_id"] for s in scored_all])
+        # Before the step: the head's exact first-order change, its diagonal being lr*|h|^2*A*D.
+        out["kernel_predicted"] = predicted * _head_kernel(model, hidden)
+        out["first_order_predicted"] = head_first_order(
+            model, hidden, targets, collected.array("entropy"), collected.array("logp"), adv, lr)
     policy_gradient_step(model, [batch for batch, _ in held], lr, params)
     for batch, scored in held:
         for s, after in zip(scored, model.stats(batch), strict=True):
             s.measured = after["entropy"].astype(np.float64) - s.arrays["entropy"].astype(np.float64)
-    measured = np.concatenate([s.measured for _, scored in held for s in scored])
-    adv, d = collected.array("advantage"), collected.array("d")
-    predicted = lr * adv * d
-    out: dict[str, Any] = {"learning_rate": lr, "params": params,
-                           "paper": agreement(predicted, measured),
-                           "predicted": predicted, "measured": measured, "advantage": adv}
-    if params == "head":
-        # With only the head stepping, a token's own logits move by lr*A*|h|^2/T^2*(e_k - p):
-        # the kernel-scaled prediction should have slope ~1 if the first-order law holds.
-        kernel = (collected.array("hidden_sq") + (1.0 if model.head.bias is not None else 0.0)) / model.temperature ** 2
-        out["kernel_scaled"] = agreement(predicted * kernel, measured)
-        out["kernel_predicted"] = predicted * kernel
-    by_sign = {}
-    for sign, sel in (("positive", adv > 0), ("negative", adv < 0)):
-        by_sign[sign] = {"tokens": int(sel.sum()), "measured_sum": float(measured[sel].sum()),
-                         "predicted_sum": float(predicted[sel].sum())}
-    out["by_sign"] = by_sign
+    measured = np.concatenate([s.measured for s in scored_all])
+    out["measured"] = measured
+    out["paper"] = agreement(predicted, measured)
+    for key, name in (("kernel_predicted", "kernel_scaled"), ("first_order_predicted", "first_order")):
+        if out.get(key) is not None:
+            out[name] = agreement(out[key], measured)
+    out["by_sign"] = {sign: {"tokens": int(sel.sum()), "measured_sum": float(measured[sel].sum()),
+                             "predicted_sum": float(predicted[sel].sum())}
+                      for sign, sel in (("positive", adv > 0), ("negative", adv < 0))}
     return out
+
+
+def _head_kernel(model: ScoringModel, hidden: np.ndarray) -> np.ndarray:
+    """|h|^2 (+1 with a bias) / T^2: how far a head step on one token moves its own logits."""
+    bias = 1.0 if model.head.bias is not None else 0.0
+    return (np.square(hidden.astype(np.float64)).sum(-1) + bias) / model.temperature ** 2
+
+
+def head_first_order(model: ScoringModel, hidden: np.ndarray, targets: np.ndarray, entropy: np.ndarray,
+                     logp: np.ndarray, advantage: np.ndarray, lr: float) -> np.ndarray | None:
+    """First-order entropy change at every token of an SGD step of the LM head alone on
+    -sum_s A_s log p(k_s), cross-token terms included (the head is linear, so this is exact to
+    first order): dH_t = -lr/T^2 sum_s A_s (h_s . h_t + [bias]) (S_t(k_s) - sum_j S_t(j) p_s(j)).
+    The s = t term is lr*|h_t|^2/T^2*A_t*D_t. O(n^2 V) for n tokens, one vocabulary tile at a
+    time. None under a final logit soft-cap (the head is then not linear)."""
+    import torch
+
+    if model.softcap:
+        return None
+    weight = model.head.weight.detach().float()
+    bias = None if model.head.bias is None else model.head.bias.detach().float()
+    device = weight.device
+    h = torch.from_numpy(hidden).float().to(device)
+    k = torch.from_numpy(targets).long().to(device)
+    ent = torch.from_numpy(entropy).float().to(device)
+    temp = model.temperature
+
+    def logits(rows: torch.Tensor, cols: torch.Tensor | slice) -> torch.Tensor:
+        z = rows @ weight[cols].T
+        return (z if bias is None else z + bias[cols]) / temp
+
+    with torch.no_grad():
+        own = (h * weight[k]).sum(-1) + (0.0 if bias is None else bias[k])
+        log_z = own / temp - torch.from_numpy(logp).float().to(device)
+        log_pk = logits(h, k) - log_z[:, None]  # [t, s]: log p_t(k_s)
+        s_cross = log_pk.exp() * (ent[:, None] + log_pk)
+        m = torch.zeros_like(s_cross)  # [t, s]: sum_j S_t(j) p_s(j)
+        vocab = weight.shape[0]
+        for v0 in range(0, vocab, model.tile_size):
+            log_p = logits(h, slice(v0, min(vocab, v0 + model.tile_size))) - log_z[:, None]
+            p = log_p.exp()
+            m += (p * (ent[:, None] + log_p)) @ p.T
+        kernel = (h @ h.T + (0.0 if bias is None else 1.0)) / temp ** 2
+        adv = torch.from_numpy(advantage).float().to(device)
+        dh = -lr * ((s_cross - m) * kernel * adv[None, :]).sum(-1)
+    return dh.double().cpu().numpy()
