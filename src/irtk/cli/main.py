@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "irtk.cli.models",
     "irtk.cli.expand",
     "irtk.cli.simulate",
+    "irtk.cli.calibrate",
     "irtk.cli.train",
     "irtk.cli.entropy_audit",
     "irtk.cli.index",

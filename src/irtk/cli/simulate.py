@@ -35,8 +35,11 @@ def simulate(
     summary_model: Annotated[Optional[str], opt.option(C, "summary_model", "--summary-model",
                                                        show_default=False)] = None,
     embedder: opt.Embedder = D(C, "embedder"),
-    tau_rep: Annotated[float, opt.option(C, "tau_rep", "--tau-rep")] = D(C, "tau_rep"),
-    tau_rel: Annotated[float, opt.option(C, "tau_rel", "--tau-rel")] = D(C, "tau_rel"),
+    gate: Annotated[str, opt.option(C, "gate", "--gate")] = D(C, "gate"),
+    thresholds: Annotated[Optional[str], opt.option(C, "thresholds", "--thresholds", show_default=False)] = None,
+    tau_rep: Annotated[Optional[float], opt.option(C, "tau_rep", "--tau-rep", show_default=False)] = None,
+    tau_rel: Annotated[Optional[float], opt.option(C, "tau_rel", "--tau-rel", show_default=False)] = None,
+    tau_req: Annotated[Optional[float], opt.option(C, "tau_req", "--tau-req", show_default=False)] = None,
     max_turns: Annotated[int, opt.option(C, "max_turns", "--max-turns", min=1)] = D(C, "max_turns"),
     allow_stop: Annotated[bool, opt.option(C, "allow_stop", "--allow-stop")] = D(C, "allow_stop"),
     temperature: Annotated[float, opt.option(C, "temperature", "--temperature", min=0.0)] = D(C, "temperature"),
@@ -65,7 +68,8 @@ def simulate(
     opt.check_report(report)
     cfg = C(
         policy=policy, backend=backend, model=model, base_url=base_url, dtype=dtype, user=user, user_model=user_model,
-        summary=summary, summary_model=summary_model, embedder=embedder, tau_rep=tau_rep, tau_rel=tau_rel,
+        summary=summary, summary_model=summary_model, embedder=embedder, gate=gate, thresholds=thresholds,
+        tau_rep=tau_rep, tau_rel=tau_rel, tau_req=tau_req,
         max_turns=max_turns, allow_stop=allow_stop, temperature=temperature, max_tokens=max_tokens,
         seed=seed, batch_size=batch_size, limit=limit,
     )

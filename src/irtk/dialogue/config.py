@@ -7,10 +7,10 @@ here imports torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from irtk.config import require, setting
-from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP
+from irtk.dialogue.gate import GATE_MODES, Thresholds
 from irtk.dialogue.policies import POLICIES
 from irtk.dialogue.rewards import BETA, GAMMA
 from irtk.dialogue.summary import SUMMARIES
@@ -36,10 +36,16 @@ class SimulateConfig:
     summary_model: str | None = setting(None, "Model for --summary llm (default: --model).")
     embedder: str = setting(DEFAULT_EMBEDDER, "Sentence embedder of the gate and the rewards: a "
                             "registry name, path or hub id.")
-    tau_rep: float = setting(DEFAULT_TAU_REP, "Redundant when the cosine to an earlier question "
-                             "exceeds this (calibrated for minilm-l6).")
-    tau_rel: float = setting(DEFAULT_TAU_REL, "Irrelevant when the best cosine to the intents is "
-                             "below this (calibrated for minilm-l6).")
+    gate: str = setting("path", "Simulated user's relevance test: path (a user who knows its path "
+                        "through the C-DAG: graph questions are answered on its path, irrelevant off "
+                        "it; other questions fall back to the intents; beyond the paper) or "
+                        "embedding (the paper's: best cosine to the intents only).")
+    thresholds: str | None = setting(None, "Gate thresholds JSON written by 'irtk calibrate' "
+                                     "(default: the ones shipped for --embedder).")
+    tau_rep: float | None = setting(None, "Override: redundant (and a graph-node match) above this "
+                                    "cosine to an earlier question.")
+    tau_rel: float | None = setting(None, "Override: irrelevant below this best cosine to the intents.")
+    tau_req: float | None = setting(None, "Override: restates the request above this cosine to it.")
     beta: float = setting(BETA, "Weight of the content reward (IntentRL's beta).")
     gamma: float = setting(GAMMA, "Weight of each penalty (IntentRL's gamma).")
     max_turns: int = setting(9, "Questions per dialogue at most.")
@@ -61,9 +67,23 @@ class SimulateConfig:
             registry.spec(value)  # a usage error listing the names when unknown
         require(self.max_turns >= 1, f"--max-turns must be at least 1, got {self.max_turns}")
         require(self.limit is None or self.limit >= 0, f"--limit must be >= 0, got {self.limit}")
-        require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
-        for name, tau in (("--tau-rep", self.tau_rep), ("--tau-rel", self.tau_rel)):
-            require(-1.0 <= tau <= 1.0, f"{name} is a cosine similarity in [-1, 1], got {tau}")
+        require(self.batch_size is None or self.batch_size >= 1,
+                f"--batch-size must be at least 1, got {self.batch_size}")
+        require(self.gate in GATE_MODES, f"--gate must be one of {', '.join(GATE_MODES)}, got {self.gate!r}")
+        for name, tau in (("--tau-rep", self.tau_rep), ("--tau-rel", self.tau_rel), ("--tau-req", self.tau_req)):
+            require(tau is None or -1.0 <= tau <= 1.0, f"{name} is a cosine similarity in [-1, 1], got {tau}")
+        self.gate_thresholds()  # an embedder without thresholds, or a bad file, fails before any work
+
+    def gate_thresholds(self) -> Thresholds:
+        """The thresholds in force: --thresholds, else the embedder's shipped ones, then --tau-*."""
+        base = Thresholds.load(self.thresholds) if self.thresholds else None
+        overrides = {k: v for k, v in (("tau_rep", self.tau_rep), ("tau_rel", self.tau_rel),
+                                       ("tau_req", self.tau_req)) if v is not None}
+        if base is None and len(overrides) < 3:
+            base = Thresholds.for_embedder(self.embedder)
+        if base is None:
+            return Thresholds(**overrides, source="--tau-rel/--tau-rep/--tau-req")
+        return replace(base, **overrides) if overrides else base
 
     def sampling(self, max_tokens: int) -> SamplingParams:
         return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
@@ -74,3 +94,6 @@ class SimulateConfig:
         out = asdict(self)
         out.pop("skip_ids")
         return out
+        t = self.gate_thresholds()
+        out["gate_thresholds"] = {"tau_rel": t.tau_rel, "tau_rep": t.tau_rep, "tau_req": t.tau_req,
+                                  "embedder": t.embedder, "source": t.source}

@@ -1,15 +1,21 @@
-"""Intent metrics of simulated dialogues, per dialogue and aggregated with bootstrap CIs.
+"""Intent metrics of simulated dialogues, per dialogue and aggregated with seed-bootstrap CIs.
 
 Per dialogue (IntentRL, "Evaluation", with precision and recall used as in the paper's analysis):
 
 - precision = questions the user answered (matched to a latent intent) / questions asked;
   undefined (None) when no question was asked;
 - recall = distinct latent intents matched / latent intents;
-- F1 = their harmonic mean (0 when both are 0; precision None counts as 0 here);
-- quality = mean over asked questions of 2 * content + format (max 3), None without questions.
+- F1 = their harmonic mean per dialogue (0 when both are 0; precision None counts as 0 here);
+- online quality = mean over the policy's own asked questions of 2 * content + format (max 3).
+  This is *not* the paper's offline Quality Score, which scores a model's next question after
+  each *expert* prefix (``offline_quality_score``); the two are reported under their own names.
 
-Aggregates are means over dialogues with percentile-bootstrap 95 % confidence intervals
-(seeded, so a report is reproducible).
+Aggregates (``aggregate``): means over dialogues, plus the paper's F1 — 2PR/(P+R) of the mean
+precision and the mean recall (``f1_paper``), which is not the mean of per-dialogue F1 (``f1``).
+The 95 % intervals are percentile bootstraps that resample *seeds* (graphs), each with all of its
+dialogues: dialogues grown from one C-DAG are not independent, and resampling them as if they
+were gives intervals that are too narrow. A dialogue's seed is its ``seed_id``, else its id up to
+the first '/'. Seeded, so a report is reproducible.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import numpy as np
 
 from irtk.dialogue.gate import ANSWERED, IRRELEVANT, REDUNDANT, RESTATES, STOP
 
-# name -> label, in table order
+# name -> label, in table order (f1_paper is computed from the precision and recall means)
 AGGREGATED = {
     "precision": "intent precision",
     "recall": "intent recall",
-    "f1": "intent F1",
-    "quality": "quality score",
+    "f1_paper": "intent F1 (paper: of mean P, R)",
+    "f1": "intent F1 (mean per dialogue)",
+    "quality": "online quality (own turns)",
     "redundant": "redundant questions",
     "restates": "request restated",
     "irrelevant": "irrelevant questions",
@@ -34,7 +41,19 @@ AGGREGATED = {
     "tokens_in": "tokens in",
     "tokens_out": "tokens out",
 }
-PERCENT = {"precision", "recall", "f1", "stopped_early"}
+PERCENT = {"precision", "recall", "f1", "f1_paper", "stopped_early"}
+# Per-dialogue values the aggregate reads (f1_paper has none: it is derived).
+PER_DIALOGUE = [name for name in AGGREGATED if name != "f1_paper"]
+
+
+def seed_of(row: Mapping) -> str:
+    """The seed (graph) a trajectory or dialogue comes from: ``seed_id``, else its id up to '/'."""
+    return str(row.get("seed_id") or row.get("seed") or str(row.get("id", "")).split("/")[0])
+
+
+def paper_f1(precision: float, recall: float) -> float:
+    """IntentRL's F1: the harmonic mean of mean precision and mean recall (0 when both are 0)."""
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def dialogue_metrics(turns: Sequence[Mapping], intents: Sequence[str]) -> dict:
@@ -78,16 +97,60 @@ def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, resamples
     return mean, float(low), float(high)
 
 
-def aggregate(rows: Sequence[Mapping], *, confidence: float = 0.95, resamples: int = 1000,
-              seed: int = 0) -> dict:
-    """Mean, CI bounds and count of every aggregated metric over dialogue rows."""
+def seed_bootstrap(rows: Sequence[Mapping], *, confidence: float = 0.95, resamples: int = 1000,
+                   seed: int = 0) -> dict:
+    """Mean, CI and count of every aggregated metric, resampling seeds (``seed_of``) with all
+    their dialogues. A metric's mean over a resample is its total over the drawn seeds'
+    dialogues divided by their count (dialogues where it is undefined do not count)."""
+    seeds = sorted({seed_of(r) for r in rows})
+    index = {s: i for i, s in enumerate(seeds)}
+    sums = np.zeros((len(seeds), len(PER_DIALOGUE)))
+    counts = np.zeros((len(seeds), len(PER_DIALOGUE)))
+    for r in rows:
+        i = index[seed_of(r)]
+        for j, name in enumerate(PER_DIALOGUE):
+            if r.get(name) is not None:
+                sums[i, j] += float(r[name])
+                counts[i, j] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums.sum(axis=0) / counts.sum(axis=0)
+        if len(seeds) > 1 and resamples > 0:
+            picks = np.random.default_rng(seed).integers(0, len(seeds), size=(resamples, len(seeds)))
+            draws = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)  # (resamples, metrics)
+        else:
+            draws = mean[None, :]
+    p, r = PER_DIALOGUE.index("precision"), PER_DIALOGUE.index("recall")
+    f1_draws = np.array([paper_f1(a, b) if not (np.isnan(a) or np.isnan(b)) else np.nan
+                         for a, b in zip(draws[:, p], draws[:, r], strict=True)])
+    f1_mean = paper_f1(mean[p], mean[r]) if not (np.isnan(mean[p]) or np.isnan(mean[r])) else np.nan
+    alpha = (1.0 - confidence) / 2
     out = {}
     for name in AGGREGATED:
-        values = [float(r[name]) for r in rows if r.get(name) is not None]
-        mean, low, high = bootstrap_ci(values, confidence=confidence, resamples=resamples, seed=seed)
-        out[name] = {"mean": _finite(mean), "ci_low": _finite(low), "ci_high": _finite(high),
-                     "n": len(values)}
+        if name == "f1_paper":
+            m, d, n = f1_mean, f1_draws, int(min(counts[:, p].sum(), counts[:, r].sum()))
+        else:
+            j = PER_DIALOGUE.index(name)
+            m, d, n = mean[j], draws[:, j], int(counts[:, j].sum())
+        d = d[~np.isnan(d)]
+        low, high = (np.quantile(d, [alpha, 1.0 - alpha]) if d.size else (np.nan, np.nan))
+        col = PER_DIALOGUE.index("precision" if name == "f1_paper" else name)
+        out[name] = {"mean": _finite(float(m)), "ci_low": _finite(float(low)), "ci_high": _finite(float(high)),
+                     "n": n, "seeds": int((counts[:, col] > 0).sum())}
     return out
+
+
+def aggregate(rows: Sequence[Mapping], *, confidence: float = 0.95, resamples: int = 1000,
+              seed: int = 0) -> dict:
+    """Every aggregated metric over dialogue rows, with seed-bootstrap intervals
+    (``seed_bootstrap``)."""
+    return seed_bootstrap(rows, confidence=confidence, resamples=resamples, seed=seed)
+
+
+def offline_quality_score(scores: Sequence[float]) -> float | None:
+    """The paper's offline Quality Score: the mean of ``2 * R_con + R_fmt`` (max 3) over a model's
+    next question after each *expert* prefix (Stage I's turn-level samples), e.g. the values of
+    ``IntentRewards.quality_reward`` on those samples. None without samples."""
+    return float(np.mean(scores)) if len(scores) else None
 
 
 def _finite(x: float) -> float | None:
@@ -101,7 +164,7 @@ def metrics_table(report: Mapping, title: str = "simulate") -> object:
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("mean", justify="right")
-    table.add_column("95% CI", justify="right")
+    table.add_column("95% CI (seeds)", justify="right")
     table.add_column("n", justify="right")
     for name, label in AGGREGATED.items():
         m = report.get(name)

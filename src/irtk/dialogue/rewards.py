@@ -56,13 +56,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from irtk.dialogue.gate import (
-    DEFAULT_TAU_REL,
-    DEFAULT_TAU_REP,
-    DEFAULT_TAU_REQ,
-    EmbeddingGate,
-    Verdict,
-)
+from irtk.dialogue.gate import IRRELEVANT, EmbeddingGate, Thresholds, Verdict
 from irtk.dialogue.policies import is_stop
 from irtk.errors import InputError
 from irtk.models import DEFAULT_EMBEDDER
@@ -149,14 +143,17 @@ class TurnScore:
 class IntentRewards:
     """The reward functions bound to one embedder and one set of thresholds and weights.
 
-    The embedder loads on first use. Pass ``gate`` to share an embedding cache (and thresholds)
-    with a simulator.
+    The embedder loads on first use. Thresholds and ``mode`` (path or embedding gate) as in
+    ``EmbeddingGate``. Pass ``gate`` to share an embedding cache (and thresholds) with a
+    simulator.
     """
 
-    def __init__(self, embedder: str | Any = DEFAULT_EMBEDDER, *, tau_rep: float = DEFAULT_TAU_REP,
-                 tau_rel: float = DEFAULT_TAU_REL, tau_req: float = DEFAULT_TAU_REQ,
-                 beta: float = BETA, gamma: float = GAMMA, gate: EmbeddingGate | None = None) -> None:
-        self.gate = gate or EmbeddingGate(embedder, tau_rep=tau_rep, tau_rel=tau_rel, tau_req=tau_req)
+    def __init__(self, embedder: str | Any = DEFAULT_EMBEDDER, *, thresholds: Thresholds | None = None,
+                 tau_rep: float | None = None, tau_rel: float | None = None, tau_req: float | None = None,
+                 mode: str = "path", beta: float = BETA, gamma: float = GAMMA,
+                 gate: EmbeddingGate | None = None) -> None:
+        self.gate = gate or EmbeddingGate(embedder, thresholds=thresholds, tau_rep=tau_rep, tau_rel=tau_rel,
+                                          tau_req=tau_req, mode=mode)
         self.beta = beta
         self.gamma = gamma
 
@@ -181,19 +178,23 @@ class IntentRewards:
             history = [_history_of(p) for p in prompts]
         history = [[completion_text(h) for h in (hs or [])] for hs in history]
         requests = [str(q) if q else None for q in requests]
+        graphs = _column(kwargs, "graph", n) or [None] * n
+        paths = _column(kwargs, "path", n) or [None] * n
         gate = self.gate
-        gate.prefetch([t for i in range(n) for t in (texts[i], *targets[i], *intents[i], *history[i])]
-                      + [q for q in requests if q])
+        gate.prefetch([t for i in range(n) for t in (*gate.texts_for(texts[i], history[i], intents[i],
+                                                                        requests[i], graphs[i]), *targets[i])])
         scores = []
-        for text, tgt, its, hist, req in zip(texts, targets, intents, history, requests, strict=True):
-            verdict = gate.judge(text, hist, its, request=req)
+        for text, tgt, its, hist, req, graph, path in zip(texts, targets, intents, history, requests, graphs,
+                                                           paths, strict=True):
+            verdict = gate.judge(text, hist, its, req, graph=graph, path=path)
             repeats = verdict.history_similarity > gate.tau_rep
             restates = req is not None and verdict.request_similarity > gate.tau_req
-            deviates = verdict.similarity < gate.tau_rel or not its
+            deviates = gate.relevance(text, its, graph=graph, path=path).verdict == IRRELEVANT
             # How often each already happened in this dialogue: the penalty grows with it.
             prior_repeats = sum(gate.best(hist[i], hist[:i])[0] > gate.tau_rep for i in range(1, len(hist)))
             prior_restates = sum(gate.best(h, [req])[0] > gate.tau_req for h in hist) if req else 0
-            prior_deviations = sum(gate.best(h, its)[0] < gate.tau_rel for h in hist)
+            prior_deviations = sum(gate.relevance(h, its, graph=graph, path=path).verdict == IRRELEVANT
+                                   for h in hist)
             penalty = sum(self.gamma * (prior + 1) for fired, prior in (
                 (repeats, prior_repeats), (restates, prior_restates), (deviates, prior_deviations)) if fired)
             content = gate.best(text, tgt)[0] if tgt else 0.0

@@ -66,8 +66,8 @@ class _Parts:
         self.config = config
         # ``backends``: models already loaded, by name (a trainer's live policy plays rollouts).
         self._backends: dict[str, Any] = dict(backends or {})
-        self.rewards = IntentRewards(config.embedder, tau_rep=config.tau_rep, tau_rel=config.tau_rel,
-                                     beta=config.beta, gamma=config.gamma)
+        self.rewards = IntentRewards(config.embedder, thresholds=config.gate_thresholds(),
+                                     mode=config.gate, beta=config.beta, gamma=config.gamma)
         self.policy = make_policy(
             config.policy, backend=self.backend(config.model) if config.policy == "model" else None,
             params=config.sampling(config.max_tokens), allow_stop=config.allow_stop, seed=config.seed)
@@ -165,7 +165,8 @@ def dialogue_record(episode: Episode, policy: str) -> dict:
 
 def metric_row(record: Mapping) -> dict:
     """The per-dialogue numbers the aggregate needs (kept in memory instead of whole rows)."""
-    row = {name: record.get(name) for name in metric_lib.AGGREGATED}
+    row = {name: record.get(name) for name in metric_lib.PER_DIALOGUE}
+    row["seed"] = metric_lib.seed_of(record)  # the bootstrap resamples seeds, not dialogues
     if row["stopped_early"] is not None:
         row["stopped_early"] = float(bool(row["stopped_early"]))
     return row
