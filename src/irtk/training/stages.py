@@ -67,9 +67,9 @@ def stage1_samples(config: Any, train_rows: Sequence[Mapping], tokenizer: Any) -
     samples = sample_lib.expert_samples(train_rows, allow_stop=config.allow_stop)
     if not samples:
         raise UsageError("no training samples: the training trajectories have no path steps (irtk expand writes them)")
-    cut = sample_lib.fit_prompts(samples, _token_counter(tokenizer), config.max_prompt_length)
     total = len(samples)
     samples = sample_lib.subsample(samples, config.max_samples, config.seed)
+    cut = sample_lib.fit_prompts(samples, _token_counter(tokenizer), config.max_prompt_length)
     return samples, {"expert_samples": len(samples), "expert_samples_available": total, "prompts_cut": cut}
 
 
@@ -186,6 +186,7 @@ def run_online(config: Any, train_rows: Sequence[Mapping], held_rows: Sequence[M
             _write_jsonl(sample_file, rollout)
         state.wait_for_everyone()
         rollout = _read_jsonl(sample_file)
+        sample_lib.fit_prompts(rollout, _token_counter(tokenizer), config.max_prompt_length)
         mix = mixed_counts(expert, rollout)
         log(f"round {r}: {mix['expert_samples']} expert + {mix['rollout_samples']} rollout sample(s)")
         info = {"round": r, **mix}
