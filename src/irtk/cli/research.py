@@ -124,7 +124,8 @@ def research(
     report_sentences: Annotated[int, opt.option(C, "report_sentences", "--report-sentences", min=1)] = D(
         C, "report_sentences"),
     embedder: opt.Embedder = D(C, "embedder"),
-    tau_rel: Annotated[float, opt.option(C, "tau_rel", "--tau-rel")] = D(C, "tau_rel"),
+    thresholds: Annotated[Optional[str], opt.option(C, "thresholds", "--thresholds", show_default=False)] = None,
+    tau_rel: Annotated[Optional[float], opt.option(C, "tau_rel", "--tau-rel", show_default=False)] = None,
     temperature: Annotated[float, opt.option(C, "temperature", "--temperature", min=0.0)] = D(C, "temperature"),
     max_tokens: Annotated[int, opt.option(C, "max_tokens", "--max-tokens", min=1)] = D(C, "max_tokens"),
     writer_max_tokens: Annotated[int, opt.option(C, "writer_max_tokens", "--writer-max-tokens", min=1)] = D(
@@ -138,6 +139,7 @@ def research(
     repeats: Annotated[int, opt.option(C, "repeats", "--repeats", min=1)] = D(C, "repeats"),
     batch_size: opt.BatchSize = D(C, "batch_size"),
     limit: Annotated[Optional[int], opt.option(C, "limit", "--limit", min=0, show_default=False)] = None,
+    bootstrap: Annotated[int, opt.option(C, "bootstrap", "--bootstrap", min=0)] = D(C, "bootstrap"),
     label: Annotated[Optional[str], opt.option(C, "label", "--label", show_default=False)] = None,
     output: opt.Output = None,
     format: Annotated[Optional[str], typer.Option(
@@ -166,9 +168,9 @@ def research(
     cfg = C(index=index or "", docs=docs, clarify=clarify, backend=backend, model=model,
             clarifier_model=clarifier_model, base_url=base_url, dtype=dtype, max_turns=max_turns,
             allow_stop=allow_stop, user=user, summary=summary, writer=writer, k=k, max_evidence=max_evidence,
-            report_sentences=report_sentences, embedder=embedder, tau_rel=tau_rel, temperature=temperature,
+            report_sentences=report_sentences, embedder=embedder, thresholds=thresholds, tau_rel=tau_rel, temperature=temperature,
             max_tokens=max_tokens, writer_max_tokens=writer_max_tokens, seed=seed, repeats=repeats,
-            batch_size=batch_size, limit=limit, label=label)
+            batch_size=batch_size, limit=limit, bootstrap=bootstrap, label=label)
     if _is_file_argument(input):
         reader = RecordReader(input, record_type=REQUEST, batch_size=batch_size)
     else:

@@ -65,35 +65,31 @@ class LazyBackend:
 
 
 class Agent:
-    """The models of a run: clarifier policy, simulated user, summary agent, gate (and rewards)."""
+    """The models of a run: the ``irtk simulate`` parts (clarifier policy, simulated user, summary
+    agent, gate and rewards) on backends that load on first use, and the gate for coverage."""
 
     def __init__(self, config: ResearchConfig, evidence: EvidenceIndex, terminal: Terminal | None = None) -> None:
-        from irtk.dialogue.gate import EmbeddingGate
-        from irtk.dialogue.policies import make_policy
-        from irtk.dialogue.rewards import IntentRewards
-        from irtk.dialogue.summary import make_summarizer
-        from irtk.dialogue.user import make_user
+        from irtk.dialogue.simulate import _Parts
 
         self.config = config
         self.evidence = evidence
         self.terminal = terminal
-        self._backends: dict[str, LazyBackend] = {}
-        c = config
-        self.gate = EmbeddingGate(c.embedder, tau_rep=c.tau_rep, tau_rel=c.tau_rel)
-        self.rewards = IntentRewards(gate=self.gate)
-        self.policy = make_policy("model", backend=self.backend(c.clarifier), params=c.sampling(c.max_tokens, c.seed),
-                                  allow_stop=c.allow_stop, seed=c.seed)
-        self.user = make_user(c.user, backend=self.backend(c.model), params=c.sampling(64, c.seed))
-        self.summarizer = make_summarizer(c.summary, backend=self.backend(c.model),
-                                          params=c.sampling(c.summary_max_tokens, c.seed, greedy=True))
+        self.backends = {m: LazyBackend(config, m) for m in (config.clarifier, config.model)}
+        self.parts = _Parts(config.dialogue(), backends=self.backends)
+        self.gate = self.parts.rewards.gate
         self.fallbacks = {"assumptions": 0, "writer": 0}
 
-    def backend(self, model: str) -> LazyBackend:
-        return self._backends.setdefault(model, LazyBackend(self.config, model))
+    @property
+    def policy(self) -> Any:
+        return self.parts.policy
+
+    @property
+    def summarizer(self) -> Any:
+        return self.parts.summarizer
 
     def reseed(self, seed: int) -> None:
         """Sampling seeds of the clarifier for one repeat."""
-        self.policy.params = replace(self.policy.params, seed=seed)
+        self.parts.policy.params = replace(self.parts.policy.params, seed=seed)
 
 
 def _brief(episode: Episode, assumptions: list[str]) -> tuple[Brief, list[tuple[str, str | None]]]:
@@ -117,7 +113,7 @@ def clarify(agent: Agent, episodes: list[Episode], mode: str) -> list[list[str]]
     c = agent.config
     assumptions: list[list[str]] = [[] for _ in episodes]
     if mode == "simulate":
-        simulate_batch(episodes, agent, c.max_turns)  # also writes each episode's summary
+        simulate_batch(episodes, agent.parts, c.max_turns)  # also writes each episode's summary
     elif mode == "interactive":
         for e in episodes:
             interview(e, agent.policy, c.max_turns, agent.terminal or Terminal())
@@ -126,7 +122,7 @@ def clarify(agent: Agent, episodes: list[Episode], mode: str) -> list[list[str]]
             e.tokens_in += reply.prompt_tokens
             e.tokens_out += reply.completion_tokens
     elif mode == "auto":
-        assumptions, empty = assume(episodes, agent.backend(c.clarifier), agent.policy.params, c.max_turns)
+        assumptions, empty = assume(episodes, agent.backends[c.clarifier], agent.policy.params, c.max_turns)
         agent.fallbacks["assumptions"] += empty
     return assumptions
 
@@ -156,7 +152,7 @@ def research_batch(agent: Agent, rows: list[dict], seed: int, mode: str) -> list
         reports = [extractive_report(b, ev_, c.report_sentences) for b, ev_ in zip(briefs, evidence, strict=True)]
     else:
         reports, generations, empty = llm_reports(
-            briefs, evidence, agent.backend(c.model), c.sampling(c.writer_max_tokens, seed, greedy=True),
+            briefs, evidence, agent.backends[c.model], c.sampling(c.writer_max_tokens, seed, greedy=True),
             c.report_sentences)
         agent.fallbacks["writer"] += empty
         for e, g in zip(episodes, generations, strict=True):

@@ -12,8 +12,6 @@ from dataclasses import asdict, dataclass
 
 from irtk.config import default_of, require, setting
 from irtk.dialogue.config import SimulateConfig
-from irtk.dialogue.summary import SUMMARIES
-from irtk.dialogue.user import USERS
 from irtk.generation import SamplingParams
 from irtk.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
@@ -52,9 +50,10 @@ class ResearchConfig:
     report_sentences: int = setting(9, "Extractive writer: cited evidence sentences per report, shared "
                                     "round-robin between the overview and the brief's points.")
     embedder: str = setting(DEFAULT_EMBEDDER, "Sentence embedder of the gate and of intent coverage.")
-    tau_rep: float = setting(_sim("tau_rep"), "Gate: redundant above this cosine (simulate's default).")
-    tau_rel: float = setting(_sim("tau_rel"), "Gate and coverage: an intent counts as addressed at "
-                             "this cosine or above (simulate's calibrated default).")
+    thresholds: str | None = setting(None, "Gate thresholds JSON written by 'irtk calibrate' (default: "
+                                     "the ones shipped for --embedder).")
+    tau_rel: float | None = setting(None, "Override the relevance threshold of the gate and of intent "
+                                    "coverage (an intent is addressed at this cosine or above).")
     temperature: float = setting(_sim("temperature"), "Clarifier sampling temperature (0: greedy).")
     top_p: float = setting(_sim("top_p"), "Clarifier nucleus sampling mass.")
     max_tokens: int = setting(_sim("max_tokens"), "Tokens per clarifier turn (and per assumptions list).")
@@ -74,16 +73,24 @@ class ResearchConfig:
         require(self.clarify in CLARIFY_MODES,
                 f"--clarify must be one of {', '.join(CLARIFY_MODES)}, got {self.clarify!r}")
         require(self.writer in WRITERS, f"--writer must be one of {', '.join(WRITERS)}, got {self.writer!r}")
-        USERS.spec(self.user)
-        SUMMARIES.spec(self.summary)
         for name, value, low in (("--max-turns", self.max_turns, 1), ("--k", self.k, 1),
                                  ("--max-evidence", self.max_evidence, 1),
                                  ("--report-sentences", self.report_sentences, 1),
                                  ("--repeats", self.repeats, 1), ("--batch-size", self.batch_size, 1)):
             require(value >= low, f"{name} must be at least {low}, got {value}")
         require(self.limit is None or self.limit >= 0, f"--limit must be >= 0, got {self.limit}")
-        for name, tau in (("--tau-rep", self.tau_rep), ("--tau-rel", self.tau_rel)):
-            require(-1.0 <= tau <= 1.0, f"{name} is a cosine similarity in [-1, 1], got {tau}")
+        self.dialogue()  # the dialogue settings (and the embedder's thresholds) fail before any work
+
+    def dialogue(self) -> SimulateConfig:
+        """The settings of the clarification loop, as ``irtk simulate`` takes them: the clarifier is
+        the model policy on --clarifier-model; the user, summary agent and gate as configured."""
+        return SimulateConfig(
+            policy="model", backend=self.backend, model=self.clarifier, base_url=self.base_url,
+            dtype=self.dtype, user=self.user, user_model=self.model, summary=self.summary,
+            summary_model=self.model, embedder=self.embedder, thresholds=self.thresholds,
+            tau_rel=self.tau_rel, max_turns=self.max_turns, allow_stop=self.allow_stop,
+            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+            summary_max_tokens=self.summary_max_tokens, seed=self.seed, batch_size=self.batch_size)
 
     @property
     def clarifier(self) -> str:
@@ -107,4 +114,7 @@ class ResearchConfig:
         return mode
 
     def recorded(self) -> dict:
-        return asdict(self)
+        """The config as provenance, with the gate thresholds in force."""
+        out = asdict(self)
+        out["gate_thresholds"] = self.dialogue().recorded()["gate_thresholds"]
+        return out
