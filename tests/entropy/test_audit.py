@@ -141,10 +141,11 @@ def test_cli_training_curves_only(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for run in ("a", "b"):
+    # Run b names its clip fraction as the trainers do (entropy_control/clip_fraction).
+    for run, clip in (("a", "clip_fraction"), ("b", "entropy_control/clip_fraction")):
         (tmp_path / run).mkdir()
         pq.write_table(pa.table({"step": [1, 2, 3], "entropy": [1.0, 0.8, 0.5], "reward": [0.1, 0.3, 0.4],
-                                 "clip_fraction": [0.0, 0.001, 0.002]}), tmp_path / run / "metrics.parquet")
+                                 clip: [0.0, 0.001, 0.002]}), tmp_path / run / "metrics.parquet")
     plots = tmp_path / "plots"
     proc = run_irtk("entropy-audit", "--metrics", str(tmp_path / "a" / "metrics.parquet"),
                     "--metrics", str(tmp_path / "b" / "metrics.parquet"), "--plots", str(plots))

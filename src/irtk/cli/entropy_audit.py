@@ -149,10 +149,10 @@ def _plots(result: object, out: Path, model: str) -> None:
     verify = result.verify  # type: ignore[attr-defined]
     if verify is not None:
         plot_verify(verify["predicted"], verify["measured"], verify["advantage"], verify["paper"], out)
-        if "kernel_scaled" in verify:
-            plot_verify(verify["kernel_predicted"], verify["measured"], verify["advantage"],
-                        verify["kernel_scaled"], out, name="verify_calibration_kernel.png",
-                        xlabel="predicted dH = lr·|h|²·A·D (head kernel)")
+        if verify.get("first_order") is not None:
+            plot_verify(verify["first_order_predicted"], verify["measured"], verify["advantage"],
+                        verify["first_order"], out, name="verify_first_order.png",
+                        xlabel="predicted dH, the head's exact first order (all token pairs)")
 
 
 def _pct(x: float | None) -> str:
@@ -200,7 +200,8 @@ def summary_table(summary: dict, model: str) -> object:
                       f"{_num(pred['positive']['sum'])} / {_num(pred['negative']['sum'])}")
     verify = summary.get("verify_step")
     if verify:
-        for key, label in (("paper", "lr*A*D"), ("kernel_scaled", "lr*|h|^2*A*D")):
+        for key, label in (("paper", "lr*A*D"), ("kernel_scaled", "lr*|h|^2*A*D"),
+                           ("first_order", "head's full first order")):
             v = verify.get(key)
             if v:
                 table.add_row(f"verify ({verify['params']}, lr {verify['learning_rate']:g}): {label}",

@@ -163,6 +163,14 @@ def _read_metrics(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _column(data: dict[str, np.ndarray], name: str) -> str | None:
+    """``name`` itself, else the first column namespaced around it (``clip_fraction`` finds the
+    trainers' ``entropy_control/clip_fraction``, ``entropy`` finds ``entropy/all_tokens``)."""
+    if name in data:
+        return name
+    return next((c for c in sorted(data) if c.endswith("/" + name) or c.startswith(name + "/")), None)
+
+
 def _run_label(path: Path, seen: set[str]) -> str:
     label = path.parent.name if path.name == "metrics.parquet" and path.parent.name else path.stem
     while label in seen:
@@ -175,9 +183,10 @@ def plot_training_curves(paths: Sequence[str | Path], out_dir: str | Path, *,
                          columns: Sequence[str] = DEFAULT_CURVES, step: str | None = None,
                          name: str = "training_curves.png") -> Path:
     """Chosen ``columns`` of one or several ``metrics.parquet`` files against the step, one panel
-    per column, one line per file (labelled by its folder). The step column is ``step`` (else
-    ``global_step``, else the row number). A column missing from every file is an error; missing
-    from some, those runs are left out of that panel."""
+    per column, one line per file (labelled by its folder). A column is matched by its name, else
+    by a namespaced column around it (``entropy_control/clip_fraction``). The step column is
+    ``step`` (else ``global_step``, else the row number). A column missing from every file is an
+    error; missing from some, those runs are left out of that panel."""
     plt = _pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -185,18 +194,19 @@ def plot_training_curves(paths: Sequence[str | Path], out_dir: str | Path, *,
     for p in map(Path, paths):
         runs.append((_run_label(p, seen), p, _read_metrics(p)))
     for column in columns:
-        if not any(column in data for _, _, data in runs):
+        if not any(_column(data, column) for _, _, data in runs):
             available = sorted({c for _, _, data in runs for c in data})
             raise InputError(f"no file has a numeric column {column!r} (columns: {', '.join(available)})",
                              source=str(runs[0][1]) if len(runs) == 1 else "metrics files")
     fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 3.8), squeeze=False)
     for ax, column in zip(axes[0], columns, strict=True):
         for label, _, data in runs:
-            if column not in data:
+            found = _column(data, column)
+            if found is None:
                 continue
             key = step or next((c for c in STEP_COLUMNS if c in data), None)
-            x = data[key] if key in data else np.arange(len(data[column]))
-            y = data[column]
+            y = data[found]
+            x = data[key] if key in data else np.arange(len(y))
             ok = ~np.isnan(y)
             ax.plot(x[ok], y[ok], marker="o" if ok.sum() < 30 else None, markersize=3, label=label)
         ax.set_title(column)
