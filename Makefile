@@ -81,18 +81,18 @@ testbed: setup
 # clarifier, the untrained model, oracle, random and none, simulated on the same held-out
 # trajectories and compared with seed-bootstrap intervals (README: "Training").
 INTENTRL ?= $(OUT)/intentrl
-INTENTRL_TRAIN ?= --lora-r 16 --lr 3e-4 --batch-size 8 --group-size 4 --max-completion-length 40 \
-	--max-prompt-length 320 --max-steps 10 --max-samples 96 --save-steps 5 --seed 0
-INTENTRL_SIM ?= --summary template --max-turns 2 --max-tokens 40 --seed 0 --batch-size 15 -q
+INTENTRL_TRAIN ?= --lora-r 16 --lr 5e-4 --batch-size 8 --group-size 4 --max-completion-length 32 \
+	--max-prompt-length 256 --max-steps 6 --max-samples 48 --save-steps 3 --seed 0
+INTENTRL_SIM ?= --summary template --max-turns 2 --max-tokens 32 --seed 0 --batch-size 24 -q
 intentrl-table: setup
 	mkdir -p $(INTENTRL)
 	$(BIN)/irtk expand examples/seeds.jsonl --no-build -q -o $(INTENTRL)/trajectories.parquet
 	$(BIN)/python -m irtk.training.table split $(INTENTRL)/trajectories.parquet --holdout 0.25 --seed 0 \
-	  --per-seed 6 --train $(INTENTRL)/train.parquet --heldout $(INTENTRL)/heldout.parquet
+	  --per-seed 4 --train $(INTENTRL)/train.parquet --heldout $(INTENTRL)/heldout.parquet
 	$(BIN)/irtk train-offline $(INTENTRL)/train.parquet -o $(INTENTRL)/stage1 --eval $(INTENTRL)/heldout.parquet \
 	  --eval-limit 0 $(INTENTRL_TRAIN) --plots $(INTENTRL)/plots-stage1
 	$(BIN)/irtk train-online $(INTENTRL)/train.parquet -o $(INTENTRL)/stage2 --rollout-model $(INTENTRL)/stage1 \
-	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 --rollout-limit 16 --rollout-turns 1 $(INTENTRL_TRAIN) \
+	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 --rollout-limit 8 --rollout-turns 1 $(INTENTRL_TRAIN) \
 	  --plots $(INTENTRL)/plots --compare $(INTENTRL)/stage1
 	$(BIN)/irtk train-offline $(INTENTRL)/train.parquet -o $(INTENTRL)/sft --method sft --eval $(INTENTRL)/heldout.parquet \
 	  --eval-limit 0 $(INTENTRL_TRAIN)

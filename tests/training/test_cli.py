@@ -81,3 +81,17 @@ def test_offline_then_online_checkpoints_plug_into_simulate(tmp_path, tiny_llama
                     "--max-turns", "1", "--summary", "template", "--max-tokens", "8", "-q", "-o", str(dialogs))
     assert proc.returncode == 0, proc.stderr.decode()
     assert len(pq.read_table(dialogs)) == 2
+
+
+def test_sft_ablation_writes_a_checkpoint(tmp_path, tiny_llama, trajectories):
+    """--method sft: TRL's SFTTrainer on the expert questions (no embedder), loadable weights."""
+    import pyarrow.parquet as pq
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "sft"
+    proc = run_irtk("train-offline", trajectories, "-o", str(out), "--model", tiny_llama, "--method", "sft",
+                    "--max-steps", "2", "--max-samples", "8", "--batch-size", "4", "-q")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads((out / "provenance.json").read_text())["method"] == "sft"
+    assert [r["step"] for r in pq.read_table(out / "metrics.parquet").to_pylist() if r.get("loss") is not None] == [1, 2]
+    AutoModelForCausalLM.from_pretrained(out)

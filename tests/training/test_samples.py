@@ -80,3 +80,13 @@ def test_split_by_seed_never_splits_a_seed(trajectory_rows):
     S.check_disjoint(train, held, held_name="held")
     with pytest.raises(UsageError, match="also occur in the training data"):
         S.check_disjoint(train, held + train[:1], held_name="--eval x")
+
+
+def test_stop_precision_counts_stops_with_nothing_left():
+    from irtk.training.live import stop_metrics
+
+    right = {"turns": [{"verdict": "answered", "matched_intent": "I want a."},
+                       {"verdict": "stop", "target_intents": ["I want a."]}]}
+    early = {"turns": [{"verdict": "stop", "target_intents": ["I want b."]}]}
+    assert stop_metrics([right, early]) == {"stops": 2, "stop_precision": 0.5}
+    assert stop_metrics([]) == {"stops": 0, "stop_precision": None}

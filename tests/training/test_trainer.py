@@ -103,6 +103,7 @@ def test_hook_mask_leaves_gradient_and_denominator(tmp_path, tiny_llama, traject
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     batch["advantages"] = torch.linspace(-1, 1, batch["advantages"].numel())  # non-zero gradient
     model = trainer.model
+    model.train()
 
     def loss_and_grad(fn, inputs):
         model.zero_grad()
