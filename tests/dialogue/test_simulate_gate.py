@@ -1,4 +1,5 @@
-"""The gate with the real embedded MiniLM and the default thresholds, on hand-made questions."""
+"""The gate with the real embedded MiniLM and its shipped thresholds, on hand-made questions and
+on the hand-written pairs of bench/data/gate_pairs.jsonl (no threshold was picked on them)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 import pytest
 
+from irtk.dialogue.calibrate import balanced_accuracy
 from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP, EmbeddingGate
 from tests.conftest import ROOT
 
@@ -28,8 +30,11 @@ def gate():
 
 @pytest.mark.slow
 def test_verdicts_on_hand_made_questions(gate):
-    v = gate.judge(REGION, ["Tell me about the battery market"], INTENTS)
+    v = gate.judge(REGION, [], INTENTS, "Tell me about the battery market")
     assert v.verdict == "answered" and v.matched_intent == INTENTS[1]
+    v = gate.judge("So you want a report about the battery market?", [], INTENTS,
+                   "Tell me about the battery market")
+    assert v.verdict == "restates"
     horizon = "What time horizon do you care about? Options: last 5 years; last 20 years; a forecast."
     v = gate.judge(horizon, [REGION], INTENTS)
     assert v.verdict == "answered" and v.matched_intent == INTENTS[2]
@@ -43,11 +48,15 @@ def test_verdicts_on_hand_made_questions(gate):
 
 
 @pytest.mark.slow
-def test_default_thresholds_separate_the_labelled_relevance_pairs(gate):
-    """The calibration set's relevance pairs are all on the right side of --tau-rel."""
+def test_shipped_thresholds_on_hand_written_pairs(gate):
+    """Each check separates the hand-written pairs it was not calibrated on."""
+    import numpy as np
+
     pairs = [json.loads(line) for line in (ROOT / "bench" / "data" / "gate_pairs.jsonl").read_text().splitlines()]
-    relevance = [p for p in pairs if p["kind"] == "relevance"]
-    gate.prefetch([t for p in relevance for t in (p["a"], p["b"])])
-    for p in relevance:
-        sim, _ = gate.best(p["a"], [p["b"]])
-        assert (sim >= DEFAULT_TAU_REL) == (p["label"] == "related"), p
+    gate.prefetch([t for p in pairs for t in (p["a"], p["b"])])
+    for kind, positive, tau in (("relevance", "related", gate.tau_rel), ("repetition", "paraphrase", gate.tau_rep),
+                                ("restatement", "restates", gate.tau_req)):
+        mine = [p for p in pairs if p["kind"] == kind]
+        scores = np.array([gate.best(p["a"], [p["b"]])[0] for p in mine])
+        labels = np.array([p["label"] == positive for p in mine])
+        assert balanced_accuracy(scores, labels, tau) >= 0.75, kind

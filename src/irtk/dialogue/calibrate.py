@@ -251,29 +251,31 @@ def calibrate(rows: Iterable[Mapping], config: CalibrateConfig, *, embedder: Any
 
 
 def summary_table(thresholds: Thresholds) -> object:
-    """A rich Table of the held-out figures, calibrated next to the paper's thresholds."""
+    """A rich Table of the held-out figures, calibrated next to the paper's thresholds.
+
+    Relevance rows show "answered on path / answered off branch"; repetition and restatement rows
+    show "flagged positives / flagged negatives"."""
     from rich.table import Table
 
     cal = thresholds.calibration
-    t = Table(title=f"gate calibration: {thresholds.embedder} (held-out seeds: {len(cal['heldout_seeds'])})",
+    t = Table(title=f"held-out gate figures: {thresholds.embedder}, {len(cal['heldout_seeds'])} seeds",
               title_justify="left")
-    for col in ("check", "calibrated", "bal. acc.", "detail", "paper's", "bal. acc.", "detail"):
-        t.add_column(col, justify="left" if col in ("check", "detail") else "right")
+    for col in ("check", "tau", "bal.acc", "pos/neg", "paper tau", "bal.acc", "pos/neg"):
+        t.add_column(col, justify="left" if col == "check" else "right")
     ours, paper = cal["heldout"], cal["heldout_paper_thresholds"]
 
-    def rel(m: Mapping) -> str:
-        return f"answered {m['answered_on_path']:.1%} on path, {m['answered_off_branch']:.1%} off branch"
-
-    def flag(m: Mapping) -> str:
-        return f"flags {m['flagged_positive']:.1%} of positives, {m['flagged_negative']:.1%} of negatives"
+    def pct(m: Mapping, a: str, b: str) -> str:
+        return f"{m[a]:.1%}/{m[b]:.1%}"
 
     for mode in ("path", "embedding"):
         for form in ("asked", "reworded"):
             a, b = ours["relevance"][mode][form], paper["relevance"][mode][form]
-            t.add_row(f"relevance, {mode} gate, {form}", f"{thresholds.tau_rel:.3f}", f"{a['balanced_accuracy']:.3f}",
-                      rel(a), f"{PAPER_THRESHOLDS.tau_rel:.2f}", f"{b['balanced_accuracy']:.3f}", rel(b))
+            t.add_row(f"relevance {mode} {form}", f"{thresholds.tau_rel:.3f}", f"{a['balanced_accuracy']:.3f}",
+                      pct(a, "answered_on_path", "answered_off_branch"), f"{PAPER_THRESHOLDS.tau_rel:.2f}",
+                      f"{b['balanced_accuracy']:.3f}", pct(b, "answered_on_path", "answered_off_branch"))
     for kind, tau, ptau in (("repetition", thresholds.tau_rep, PAPER_THRESHOLDS.tau_rep),
                             ("restatement", thresholds.tau_req, PAPER_THRESHOLDS.tau_req)):
-        t.add_row(kind, f"{tau:.3f}", f"{ours[kind]['balanced_accuracy']:.3f}", flag(ours[kind]),
-                  f"{ptau:.2f}", f"{paper[kind]['balanced_accuracy']:.3f}", flag(paper[kind]))
+        a, b = ours[kind], paper[kind]
+        t.add_row(kind, f"{tau:.3f}", f"{a['balanced_accuracy']:.3f}", pct(a, "flagged_positive", "flagged_negative"),
+                  f"{ptau:.2f}", f"{b['balanced_accuracy']:.3f}", pct(b, "flagged_positive", "flagged_negative"))
     return t

@@ -14,7 +14,9 @@ format               none
 penalty              ``intents`` (required): the user's whole latent intent set (the deviation
                      test); ``history``: the agent's earlier questions (when absent, the
                      assistant messages of a conversational prompt); ``simple_query``
-                     (optional): the user's fuzzy request, for the restatement test
+                     (optional): the user's fuzzy request, for the restatement test;
+                     ``graph`` and ``path`` (optional): the user's C-DAG and path, for the
+                     path gate's deviation test (without them, the intents decide)
 gated content        as content and penalty, plus ``rollout``
 (Stage II)
 penalty (Stage II)   as penalty, plus ``rollout`` (optional, default false): true for turns cut

@@ -1,8 +1,9 @@
 """The simulated user: an embedding gate, then an answer grounded in the matched intent.
 
-The gate (``irtk.dialogue.gate``, the same one the rewards use) calls a question *redundant* or
-*irrelevant* and the user answers with negative feedback; otherwise the user answers about the
-intent the question matched:
+The gate (``irtk.dialogue.gate``, the same one the rewards use) calls a question *redundant*,
+*restates* (the request) or *irrelevant* and the user answers with negative feedback; otherwise
+the user answers about the intent the question matched — by default the intent the user chose
+at the graph node the question asks (the path gate), else the most similar intent:
 
 - ``template`` (the default): the option the user chose at that graph node followed by the
   intent, exactly as ``irtk expand`` renders expert dialogues ("Europe. I want the report to
