@@ -73,37 +73,72 @@ SYSTEM = {"role": "system", "content": "You are a careful research assistant. As
 ASKS = ["hi", "a much longer question about many different things and places", "what about rivers?"]
 
 
-def test_hf_prefix_cache_gives_the_same_tokens_as_a_whole_prefill(tiny_llama):
-    convs = [[SYSTEM, {"role": "user", "content": q}] for q in ASKS]
+def next_turns(convs, gens, turn):
+    """Each conversation one turn later: the reply as the assistant's message, then a user answer."""
+    return [c + [{"role": "assistant", "content": g.text.strip()},
+                 {"role": "user", "content": f"Answer {turn} to question {i}: the north, mostly rivers."}]
+            for i, (c, g) in enumerate(zip(convs, gens, strict=True))]
+
+
+def test_hf_turn_cache_gives_the_tokens_of_a_full_prefill(tiny_llama):
+    """Dialogues over several turns, batched with mixed cache hits: greedy fp32 equals no cache."""
     params = SamplingParams(max_tokens=8, temperature=0.0, logprobs=True)
-    plain = get_backend("hf", tiny_llama, prefix_cache=False, dtype="float32").chat(convs, params)
-    backend = get_backend("hf", tiny_llama, dtype="float32")
-    batched = backend.chat(convs, params)  # one micro-batch padded between prefix and tails
-    alone = [backend.chat([c], params)[0] for c in convs]  # later calls hit the cached prefix
-    tok = backend.tokenizer
+    plain = get_backend("hf", tiny_llama, prefix_cache=False, dtype="float32", batch_size=3)
+    cached = get_backend("hf", tiny_llama, dtype="float32", batch_size=3)  # 4 rows: two micro-batches
+    convs = [[SYSTEM, {"role": "user", "content": q}] for q in [*ASKS, "and the mountains?"]]
+    before: list = []
+    for turn in range(3):
+        want, got = plain.chat(convs, params), cached.chat(convs, params)
+        for p, g in zip(want, got, strict=True):
+            assert p.text == g.text and p.prompt_tokens == g.prompt_tokens and p.cached_tokens == 0
+            assert g.logprobs == pytest.approx(p.logprobs, abs=1e-4)
+        if turn == 0:  # nothing cached yet
+            assert [g.cached_tokens for g in got] == [0, 0, 0, 0]
+        else:  # all of the previous turn's prompt (at least) comes from the cache
+            assert all(g.cached_tokens >= last.prompt_tokens for g, last in zip(got, before, strict=True))
+        before = got
+        convs = next_turns(convs, want, turn)
+    # One entry per dialogue: each turn's entry replaced the one it extended.
+    assert len(cached.kv_store) == len(convs)
+    # A new conversation with the same system prompt reuses it from any dialogue's entry.
+    fresh = cached.chat([[SYSTEM, {"role": "user", "content": "what about lakes?"}]], params)[0]
+    tok = cached.tokenizer
     system_tokens = len(tok(tok.apply_chat_template([SYSTEM], tokenize=False), add_special_tokens=False)["input_ids"])
-    assert len(backend._prefixes) == 1  # computed once, reused by all four calls
-    for p, b, a in zip(plain, batched, alone, strict=True):
-        assert p.cached_tokens == 0 and b.cached_tokens == a.cached_tokens == system_tokens
-        assert p.prompt_tokens == b.prompt_tokens == a.prompt_tokens
-        assert p.text == b.text == a.text
-        assert b.logprobs == pytest.approx(p.logprobs, abs=1e-4)
-        assert a.logprobs == pytest.approx(p.logprobs, abs=1e-4)
+    assert fresh.cached_tokens >= system_tokens
+    assert fresh.text == plain.chat([[SYSTEM, {"role": "user", "content": "what about lakes?"}]], params)[0].text
 
 
-def test_hf_prefix_cache_skips_batches_without_one_shared_prefix(tiny_llama):
-    other = {"role": "system", "content": "You answer in French and nothing else, always politely."}
-    convs = [[SYSTEM, {"role": "user", "content": ASKS[0]}], [other, {"role": "user", "content": ASKS[1]}],
-             [{"role": "user", "content": ASKS[2]}]]  # no system message: nothing to share
+def test_hf_kv_store_stays_within_its_budget(tiny_llama):
     params = SamplingParams(max_tokens=6, temperature=0.0)
-    backend = get_backend("hf", tiny_llama, batch_size=8, dtype="float32")
-    mixed = backend.chat(convs, params)
-    assert [g.cached_tokens for g in mixed] == [0, 0, 0]
-    plain = get_backend("hf", tiny_llama, prefix_cache=False, dtype="float32").chat(convs, params)
-    assert [g.text for g in mixed] == [g.text for g in plain]
-    # Alone, the two system prompts are each cached; the single-message conversation never is.
-    cached = [backend.chat([c], params)[0].cached_tokens for c in convs]
-    assert cached[0] > 0 and cached[1] > 0 and cached[2] == 0
+    plain = get_backend("hf", tiny_llama, prefix_cache=False, dtype="float32")
+    small = get_backend("hf", tiny_llama, dtype="float32")
+    convs = [[SYSTEM, {"role": "user", "content": q}] for q in ASKS]
+    small.chat(convs[:1], params)
+    one = small.kv_store.bytes  # about one short conversation
+    small.kv_store.clear()
+    small.kv_store.budget_bytes = int(one * 2.5)  # room for some of the three dialogues, not all
+    for turn in range(2):
+        want, got = plain.chat(convs, params), small.chat(convs, params)
+        assert [g.text for g in got] == [g.text for g in want]  # evicted entries are just pre-filled
+        assert small.kv_store.bytes <= small.kv_store.budget_bytes and len(small.kv_store) < len(convs)
+        if turn == 0:
+            assert len(small.kv_store) >= 1
+        convs = next_turns(convs, want, turn)
+
+
+def test_hf_prefix_cache_is_off_where_a_prefix_cannot_be_cut():
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+    from irtk.generation.hf import _prefix_cacheable
+
+    small = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 1}
+    assert _prefix_cacheable(LlamaForCausalLM(LlamaConfig(**small)))
+    # Sliding-window layers drop old keys: a cached prefix would not be the prefix.
+    assert not _prefix_cacheable(MistralForCausalLM(MistralConfig(**small, sliding_window=8)))
+    stateful = LlamaForCausalLM(LlamaConfig(**small))
+    stateful._is_stateful = True  # recurrent models (Mamba, RWKV) mark themselves so
+    assert not _prefix_cacheable(stateful)
 
 
 def test_hf_dtype_auto_is_bf16_only_where_the_device_runs_it(monkeypatch):

@@ -45,7 +45,7 @@ def simulate(tmp_path, rows, **config):
     src.write_text(jsonl(rows))
     out = tmp_path / "dialogs.jsonl"
     cfg = SimulateConfig(**{"summary": "template", "tau_rel": 0.2, "tau_rep": 0.8, **config})
-    reader = RecordReader(src, record_type=SIMULATE_INPUT, batch_size=cfg.batch_size)
+    reader = RecordReader(src, record_type=SIMULATE_INPUT, batch_size=2)  # batches unlike the pool
     with ResumableOutput(out) as writer:
         report = run_simulate(cfg, reader, writer)
     return read_rows(out), report
@@ -176,3 +176,108 @@ def test_llm_user_and_summary_share_the_policy_backend(tmp_path):
     # The scripted backend answers the user's turn with its question text: a real LLM reply path.
     assert d["turns"][0]["answer"].startswith("Question:")
     json.dumps(d)  # JSON-clean record
+
+
+def test_continuous_batching_refills_slots_and_keeps_input_order(tmp_path):
+    """Dialogues that end leave the batch at once and waiting ones join; rows keep input order."""
+    from irtk.dialogue.episode import Episode
+    from irtk.dialogue.simulate import play
+
+    # Oracle dialogues end when their path runs out: paths of 1 and 3 questions, interleaved.
+    rows = [{**EUROPE_USER, "id": f"e{i}", "path": EUROPE_USER["path"][:1 if i % 2 else 3]} for i in range(6)]
+    parts = _Parts(SimulateConfig(policy="oracle", summary="template", tau_rel=0.2, tau_rep=0.8))
+    calls, summaries = [], []
+    ask, summarize = parts.policy.ask, parts.summarizer.summarize
+    parts.policy.ask = lambda eps, turns: calls.append(sorted(turns)) or ask(eps, turns)
+    parts.summarizer.summarize = lambda eps: summaries.append(len(eps)) or summarize(eps)
+    done = list(play((Episode(dict(r)) for r in rows), parts, max_turns=9, slots=3))
+    assert [e.id for e in done] == [r["id"] for r in rows]
+    assert [len(e.turns) for e in done] == [3, 1, 3, 1, 3, 1]
+    # Every step but the last ones asks three dialogues, at whatever turn each has reached.
+    # e1 finds nothing left to ask at its turn 2 and leaves; e3 takes its place at turn 1.
+    assert [len(c) for c in calls[:4]] == [3, 3, 3, 3] and calls[2] == [1, 3, 3]
+    # Ended dialogues are summarised three at a time (the last ones once the input has run out).
+    assert sum(summaries) == 6 and max(summaries) <= 3
+
+
+def test_a_dialogue_may_start_from_played_turns(tmp_path):
+    from irtk.dialogue.episode import Episode
+    from irtk.dialogue.simulate import simulate_batch
+
+    parts = _Parts(SimulateConfig(policy="oracle", summary="template", tau_rel=0.2, tau_rep=0.8))
+    fresh, resumed = Episode(dict(EUROPE_USER)), Episode(dict(EUROPE_USER))
+    simulate_batch([fresh], parts, 1)
+    resumed.turns = [dict(fresh.turns[0])]
+    simulate_batch([resumed, Episode(dict(ASIA_USER))], parts, 2)
+    assert [t["turn"] for t in resumed.turns] == [1, 2]  # joined at its second turn
+    assert resumed.turns[1]["question"].startswith(EUROPE_USER["path"][1]["question"])
+
+
+def play_hf(tmp_path, rows, backend, model, **config):
+    """Dialogues of the model policy on a loaded hf backend, greedy, with the LLM summary agent."""
+    cfg = SimulateConfig(**{"policy": "model", "backend": "hf", "model": model, "summary": "llm",
+                            "temperature": 0.0, "max_turns": 3, "max_tokens": 10, "summary_max_tokens": 10,
+                            "tau_rel": 0.2, "tau_rep": 0.8, **config})
+    src = tmp_path / "traj.jsonl"
+    src.write_text(jsonl(rows))
+    out = tmp_path / f"dialogs-{id(backend)}.jsonl"
+    parts = _Parts(cfg, backends={model: backend})
+    with ResumableOutput(out) as writer:
+        run_simulate(cfg, RecordReader(src, record_type=SIMULATE_INPUT, batch_size=2), writer, parts=parts)
+    return read_rows(out)
+
+
+def test_turn_cache_and_continuous_batching_change_no_dialogue(tmp_path, tiny_llama):
+    """Greedy fp32: the cached, continuously batched loop plays the uncached lockstep dialogues."""
+    from irtk.generation import get_backend
+
+    rows = [{**r, "id": f"{r['id']}-{i}"} for i in range(3) for r in TRAJECTORIES]
+    plain = get_backend("hf", tiny_llama, dtype="float32", prefix_cache=False)
+    cached = get_backend("hf", tiny_llama, dtype="float32")
+    want = play_hf(tmp_path, rows, plain, tiny_llama, batch_size=len(rows))
+    got = play_hf(tmp_path, rows, cached, tiny_llama, batch_size=4)  # 6 dialogues through 4 slots
+    assert [d["id"] for d in got] == [r["id"] for r in rows]
+    for w, g in zip(want, got, strict=True):
+        assert g["turns"] == w["turns"] and g["summary"] == w["summary"]
+        assert g["tokens_in"] == w["tokens_in"] and g["tokens_out"] == w["tokens_out"]
+    assert len(cached.kv_store) > 0
+
+
+@pytest.mark.slow
+def test_turn_cache_changes_no_dialogue_of_the_embedded_model(tmp_path):
+    from irtk.generation import get_backend
+
+    model = "smollm2-135m-instruct"
+    rows = [{**r, "id": f"{r['id']}-{i}"} for i in range(2) for r in TRAJECTORIES]
+    plain = get_backend("hf", model, dtype="float32", prefix_cache=False)
+    cached = get_backend("hf", model, dtype="float32")
+    kwargs = {"max_turns": 3, "max_tokens": 48, "summary_max_tokens": 32}
+    want = play_hf(tmp_path, rows, plain, model, batch_size=len(rows), **kwargs)
+    got = play_hf(tmp_path, rows, cached, model, batch_size=3, **kwargs)
+    for w, g in zip(want, got, strict=True):
+        assert g["turns"] == w["turns"] and g["summary"] == w["summary"]
+
+
+def test_model_policy_stops_at_the_end_of_its_question_block():
+    """The stop rule: the policy asks every backend to end its turn after the question and options."""
+    from irtk.dialogue import prompts
+    from irtk.dialogue.policies import ModelPolicy
+    from irtk.generation import SamplingParams
+
+    policy = ModelPolicy(ScriptedBackend("repeat"), SamplingParams(max_tokens=96, stop=("###",)))
+    assert policy.params.stop == ("###", *prompts.QUESTION_END)
+    assert "\n\n" in prompts.QUESTION_END and "\nQuestion:" in prompts.QUESTION_END
+
+
+def test_hf_generation_ends_at_a_stop_string(tiny_llama):
+    """Generation stops at the stop string (fewer tokens), and the text is cut before it."""
+    from irtk.generation import SamplingParams, get_backend
+
+    backend = get_backend("hf", tiny_llama, dtype="float32")
+    conv = [{"role": "user", "content": "Which region should the report cover?"}]
+    free = backend.chat([conv], SamplingParams(max_tokens=16, temperature=0.0))[0]
+    middle = len(free.text) // 2
+    stop = free.text[middle:middle + 2]  # two characters the model writes halfway through
+    cut = backend.chat([conv], SamplingParams(max_tokens=16, temperature=0.0, stop=(stop,)))[0]
+    assert free.text.startswith(cut.text) and stop not in cut.text and len(cut.text) < len(free.text)
+    assert cut.completion_tokens < free.completion_tokens and cut.finish_reason == "stop"

@@ -45,7 +45,8 @@ def simulate(
     temperature: Annotated[float, opt.option(C, "temperature", "--temperature", min=0.0)] = D(C, "temperature"),
     max_tokens: Annotated[int, opt.option(C, "max_tokens", "--max-tokens", min=1)] = D(C, "max_tokens"),
     seed: opt.Seed = D(C, "seed"),
-    batch_size: opt.BatchSize = D(C, "batch_size"),
+    batch_size: Annotated[Optional[int], opt.option(C, "batch_size", "--batch-size", envvar="IRTK_BATCH_SIZE",
+                                                    min=1, show_default=False)] = None,
     limit: Annotated[Optional[int], opt.option(C, "limit", "--limit", min=0, show_default=False)] = None,
     shard: opt.ShardOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="With -o: keep the dialogues already in the "
@@ -74,7 +75,7 @@ def simulate(
         seed=seed, batch_size=batch_size, limit=limit,
     )
     shard_ = opt.shard_of(shard)
-    reader = RecordReader(input, record_type=SIMULATE_INPUT, batch_size=batch_size, shard=shard_)
+    reader = RecordReader(input, record_type=SIMULATE_INPUT, shard=shard_)
     provenance = make_provenance("simulate", source=reader.name, shard=str(shard_) if shard_ else None,
                                  **cfg.recorded())
     with ResumableOutput(output, fmt=format, resume=resume, record_type=DIALOGUE, schema=output_schema(),

@@ -7,7 +7,8 @@
 - ``none``   asks nothing (no clarification).
 
 Every policy answers one turn for all live dialogues at once, so a model policy makes one
-backend call per turn.
+backend call per step. ``ask(episodes, turn)`` takes one turn number for all of them or one per
+episode (dialogues in a continuous batch are at different turns).
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class Ask:
     completion_tokens: int = 0
 
 
+def turn_numbers(episodes: Sequence[Episode], turn: int | Sequence[int]) -> list[int]:
+    """One turn number per episode: ``turn`` itself for each when it is a single number."""
+    return [turn] * len(episodes) if isinstance(turn, int) else list(turn)
+
+
 class NoPolicy:
     name = "none"
 
@@ -53,7 +59,7 @@ class NoPolicy:
     def create(cls, **_: Any) -> NoPolicy:
         return cls()
 
-    def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
+    def ask(self, episodes: Sequence[Episode], turn: int | Sequence[int]) -> list[Ask]:
         return [Ask(None) for _ in episodes]
 
 
@@ -66,14 +72,14 @@ class OraclePolicy:
     def create(cls, **_: Any) -> OraclePolicy:
         return cls()
 
-    def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
+    def ask(self, episodes: Sequence[Episode], turn: int | Sequence[int]) -> list[Ask]:
         moves = []
-        for e in episodes:
+        for e, t in zip(episodes, turn_numbers(episodes, turn), strict=True):
             path = e.path
-            if turn > len(path):
+            if t > len(path):
                 moves.append(Ask(None))
                 continue
-            step = path[turn - 1]
+            step = path[t - 1]
             node_id = step.get("node_id")
             if step.get("question") and step.get("options") is not None:
                 text = template_question(step)
@@ -98,7 +104,7 @@ class RandomPolicy:
         self.seed = seed
         self._rngs: dict[str, random.Random] = {}
 
-    def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
+    def ask(self, episodes: Sequence[Episode], turn: int | Sequence[int]) -> list[Ask]:
         moves = []
         for e in episodes:
             rng = self._rngs.setdefault(e.id, random.Random(f"{self.seed}:{e.id}"))
@@ -135,7 +141,8 @@ class ModelPolicy:
 
     def __init__(self, backend: Any, params: SamplingParams, *, allow_stop: bool = False) -> None:
         self.backend = backend
-        self.params = params
+        # Generation ends with the question-and-options block, not at max_tokens.
+        self.params = replace(params, stop=tuple(dict.fromkeys((*params.stop, *prompts.QUESTION_END))))
         self.allow_stop = allow_stop
         self.system = prompts.CLARIFIER_SYSTEM + (prompts.STOP_RULE if allow_stop else "")
 
@@ -154,9 +161,10 @@ class ModelPolicy:
             messages.append({"role": "user", "content": answer})
         return messages
 
-    def ask(self, episodes: Sequence[Episode], turn: int) -> list[Ask]:
+    def ask(self, episodes: Sequence[Episode], turn: int | Sequence[int]) -> list[Ask]:
         # A different seed per turn: the same seed every turn would replay the same random draws.
-        params = self.params if self.params.seed is None else replace(self.params, seed=self.params.seed + turn)
+        first = min(turn_numbers(episodes, turn), default=1)
+        params = self.params if self.params.seed is None else replace(self.params, seed=self.params.seed + first)
         generations = self.backend.chat([self.conversation(e) for e in episodes], params)
         moves = []
         for g in generations:

@@ -26,6 +26,11 @@ Answer in this format and nothing else:
 Question: <one question ending with ?>
 Options: A) <option>; B) <option>; C) <option>"""
 
+# Where a clarifier's turn ends (stop strings for every backend): its two lines, "Question:" and
+# "Options:", are the whole turn, so a blank line or a second "Question:" after them is the model
+# running on (small models go on to write essays) and is neither generated nor kept.
+QUESTION_END = ("\n\n", "\nQuestion:")
+
 STOP_RULE = """
 - If you already know enough to write a precise research brief, reply with exactly STOP."""
 

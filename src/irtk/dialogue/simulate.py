@@ -6,16 +6,19 @@ every turn is scored with the same reward code the trainers use (``rewards``); a
 turn the summary agent writes the fine-grained query (``summary``). One output row per
 trajectory: its input columns plus the DIALOGUE fields.
 
-Batching: trajectories are taken ``batch_size`` at a time and advance together — one policy call
-for every live dialogue's next question, one gate pass, one user call, and at the end one
-summary call — so a backend sees whole batches, never single prompts.
+Batching (continuous, over dialogues): ``batch_size`` dialogues (default: what the backend
+batches best) advance together, one turn per step — one policy call for every live dialogue's
+next question, one gate pass, one user call. A dialogue that ends leaves the batch at once and
+the next waiting trajectory takes its place, so calls stay full; ended dialogues get their
+summaries ``batch_size`` at a time, in one summary call. Output rows keep the input order.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Any
 
 from irtk.dialogue import metrics as metric_lib
@@ -59,6 +62,10 @@ def output_schema() -> Any:
     return pa.schema([*DIALOGUE.schema, *(f for f in TRAJECTORY.schema if f.name not in names)])
 
 
+# Dialogues played at once without a generation backend (oracle/random policy, template agents).
+DEFAULT_SLOTS = 64
+
+
 class _Parts:
     """The policy, user, summary agent and rewards of a run, built on the first batch."""
 
@@ -88,39 +95,41 @@ class _Parts:
                                                 batch_size=c.batch_size, seed=c.seed)
         return self._backends[model]
 
+    def slots(self) -> int:
+        """Dialogues to play at once when ``--batch-size`` is not given: what the backends of this
+        run batch best (the smallest of their ``batch_size``), else ``DEFAULT_SLOTS``."""
+        sizes = [b.batch_size for b in self._backends.values() if getattr(b, "batch_size", None)]
+        return min(sizes, default=DEFAULT_SLOTS)
 
-def simulate_batch(episodes: list[Episode], parts: _Parts, max_turns: int) -> None:
-    """Play every episode to its end, all live ones advancing one turn per backend call."""
+
+def play_turn(live: Sequence[Episode], parts: _Parts, max_turns: int) -> None:
+    """Advance every live episode by one turn, each at its own turn number: one policy call, one
+    gate pass and one user call for all of them. An episode ends (``done``) when it stops, has
+    nothing left to ask, or has played ``max_turns`` turns."""
     policy, user, rewards = parts.policy, parts.user, parts.rewards
-    for turn in range(1, max_turns + 1):
-        if all(e.done for e in episodes):
-            break
-        # An episode that starts from k played turns (Stage II's expert prefix) joins at turn k+1.
-        live = [e for e in episodes if not e.done and len(e.turns) < turn]
-        if not live:
+    turns = [len(e.turns) + 1 for e in live]
+    asking: list[tuple[Episode, int, Ask]] = []
+    for e, turn, move in zip(live, turns, policy.ask(live, turns), strict=True):
+        e.tokens_in += move.prompt_tokens
+        e.tokens_out += move.completion_tokens
+        if move.text is None or move.stop:
+            e.done = True
+            # The no-clarification baseline never starts; any other policy chose to end.
+            e.stopped_early = policy.name != "none"
+            if move.stop:
+                e.turns.append(_stop_turn(turn, move, e.target_intents(turn)))
             continue
-        asking: list[tuple[Episode, Ask]] = []
-        for e, move in zip(live, policy.ask(live, turn), strict=True):
-            e.tokens_in += move.prompt_tokens
-            e.tokens_out += move.completion_tokens
-            if move.text is None or move.stop:
-                e.done = True
-                # The no-clarification baseline never starts; any other policy chose to end.
-                e.stopped_early = policy.name != "none"
-                if move.stop:
-                    e.turns.append(_stop_turn(turn, move, e.target_intents(turn)))
-                continue
-            asking.append((e, move))
-        if not asking:
-            continue
-        targets = [e.target_intents(turn) for e, _ in asking]
-        scores = rewards.score(None, [m.text for _, m in asking], target_intents=targets,
-                               intents=[e.intents for e, _ in asking],
-                               history=[e.questions() for e, _ in asking],
-                               simple_query=[e.query for e, _ in asking])
-        replies = user.answer([e for e, _ in asking], [m.text for _, m in asking],
+        asking.append((e, turn, move))
+    if asking:
+        targets = [e.target_intents(turn) for e, turn, _ in asking]
+        scores = rewards.score(None, [m.text for _, _, m in asking], target_intents=targets,
+                               intents=[e.intents for e, _, _ in asking],
+                               history=[e.questions() for e, _, _ in asking],
+                               simple_query=[e.query for e, _, _ in asking],
+                               graph=[e.graph for e, _, _ in asking], path=[e.path for e, _, _ in asking])
+        replies = user.answer([e for e, _, _ in asking], [m.text for _, _, m in asking],
                               [s.verdict for s in scores])
-        for (e, move), target, score, reply in zip(asking, targets, scores, replies, strict=True):
+        for (e, turn, move), target, score, reply in zip(asking, targets, scores, replies, strict=True):
             e.tokens_in += reply.prompt_tokens
             e.tokens_out += reply.completion_tokens
             if move.node_id is not None:
@@ -133,12 +142,64 @@ def simulate_batch(episodes: list[Episode], parts: _Parts, max_turns: int) -> No
                 "penalty": score.penalty, "reward": round(score.reward, 6),
                 "prompt_tokens": move.prompt_tokens, "completion_tokens": move.completion_tokens,
             })
+    for e in live:
+        if len(e.turns) >= max_turns:
+            e.done = True
+
+
+def summarize(episodes: Sequence[Episode], parts: _Parts) -> None:
+    """Write every episode's summary query: one summary-agent call for all of them."""
     for e, reply in zip(episodes, parts.summarizer.summarize(episodes), strict=True):
         e.summary = reply.text
         e.tokens_in += reply.prompt_tokens
         e.tokens_out += reply.completion_tokens
-    if hasattr(policy, "forget"):
-        policy.forget(episodes)
+    if hasattr(parts.policy, "forget"):
+        parts.policy.forget(episodes)
+
+
+def play(episodes: Iterable[Episode], parts: _Parts, max_turns: int, slots: int) -> Iterator[Episode]:
+    """Continuous batching over dialogues: up to ``slots`` episodes advance together, one turn per
+    step; one that ends leaves at once and the next waiting one takes its place, so every backend
+    call stays full. Ended episodes are summarised ``slots`` at a time (and the rest once the
+    input runs out), then yielded in input order. An episode may start from played turns (Stage
+    II's expert prefix): it joins at its next turn."""
+    waiting = iter(episodes)
+    pool: list[Episode] = []
+    ended: list[tuple[int, Episode]] = []
+    ready: dict[int, Episode] = {}
+    order: dict[int, int] = {}  # input position by episode, for releasing in input order
+    joined = released = 0
+    exhausted = False
+    while True:
+        while len(pool) < slots and not exhausted:
+            e = next(waiting, None)
+            if e is None:
+                exhausted = True
+                break
+            e.done = e.done or len(e.turns) >= max_turns
+            pool.append(e)
+            order[id(e)] = joined
+            joined += 1
+        live = [e for e in pool if not e.done]
+        if live:
+            play_turn(live, parts, max_turns)
+        ended.extend((order.pop(id(e)), e) for e in pool if e.done)
+        pool = [e for e in pool if not e.done]
+        while len(ended) >= slots or (ended and exhausted and not pool):
+            chunk, ended = ended[:slots], ended[slots:]
+            summarize([e for _, e in chunk], parts)
+            ready.update(chunk)
+        while released in ready:
+            yield ready.pop(released)
+            released += 1
+        if exhausted and not pool and not ended:
+            return
+
+
+def simulate_batch(episodes: list[Episode], parts: _Parts, max_turns: int) -> None:
+    """Play every episode to its end, all advancing together (``play`` with a slot for each)."""
+    for _ in play(episodes, parts, max_turns, slots=max(1, len(episodes))):
+        pass
 
 
 def _stop_turn(turn: int, move: Ask, targets: list[str]) -> dict:
@@ -172,6 +233,19 @@ def metric_row(record: Mapping) -> dict:
     return row
 
 
+def _flush(records: list[dict], writer: Any, collected: list[dict],
+           progress: Callable[[int], None] | None) -> int:
+    """Write ``records`` (then empty it), keep their metrics; returns how many were written."""
+    n = len(records)
+    if n:
+        writer.write_rows(records)
+        collected.extend(metric_row(r) for r in records)
+        if progress is not None:
+            progress(n)
+        records.clear()
+    return n
+
+
 def run_simulate(config: SimulateConfig, reader: Any, writer: Any, *,
                  prior_rows: Iterable[Mapping] = (), progress: Callable[[int], None] | None = None,
                  parts: _Parts | None = None) -> dict:
@@ -183,27 +257,32 @@ def run_simulate(config: SimulateConfig, reader: Any, writer: Any, *,
     collected = [metric_row(r) for r in prior_rows]
     prior = len(collected)
     skipped = written = 0
-    for batch in reader.batches():
-        episodes = []
-        for row in batch:
-            if str(row["id"]) in config.skip_ids:
-                skipped += 1
-                continue
-            if config.limit is not None and written + len(episodes) >= config.limit:
-                break
-            episodes.append(Episode(row))
-        if episodes:
-            # Models load only once the first batch has been read and validated: bad input fails fast.
-            parts = parts or _Parts(config)
-            simulate_batch(episodes, parts, config.max_turns)
-            records = [dialogue_record(e, config.policy) for e in episodes]
-            writer.write_rows(records)
-            collected.extend(metric_row(r) for r in records)
-            written += len(records)
-            if progress is not None:
-                progress(len(records))
-        if config.limit is not None and written >= config.limit:
-            break
+
+    def waiting() -> Iterator[Episode]:
+        nonlocal skipped
+        taken = 0
+        for batch in reader.batches():
+            for row in batch:
+                if str(row["id"]) in config.skip_ids:
+                    skipped += 1
+                    continue
+                if config.limit is not None and taken >= config.limit:
+                    return
+                taken += 1
+                yield Episode(row)
+
+    episodes = waiting()
+    first = next(episodes, None)
+    if first is not None:
+        # Models load only once the first batch has been read and validated: bad input fails fast.
+        parts = parts or _Parts(config)
+        slots = config.batch_size or parts.slots()
+        records: list[dict] = []
+        for e in play(chain([first], episodes), parts, config.max_turns, slots):
+            records.append(dialogue_record(e, config.policy))
+            if len(records) >= slots:
+                written += _flush(records, writer, collected, progress)
+        written += _flush(records, writer, collected, progress)
     return {
         "stage": "simulate",
         "policy": config.policy,

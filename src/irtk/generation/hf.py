@@ -1,12 +1,20 @@
 """transformers backend: batched, left-padded ``generate`` with chat templates, CPU or GPU.
 
-Shared prompt prefixes are computed once. A conversation's first message (usually the system
-prompt) is rendered on its own; when every prompt in a micro-batch starts with the same such
-prefix, its key/value cache is computed once, kept in a small LRU, and repeated across the batch,
-so ``generate`` only pre-fills each prompt's own tail. This is vLLM's automatic prefix caching,
-specialised to the one prefix chat workloads share; ``generate`` has no such option. Rows are
-padded between the prefix and their tail; positions come from the attention mask, so a row's
-tokens sit at the same positions as they would alone.
+Prompts that repeat earlier tokens are not pre-filled again (automatic prefix caching, as vLLM
+does it; ``generate`` has no such option). After every call the key/value cache of each row —
+its prompt and the tokens it generated — is kept in a ``KVStore``, keyed by those tokens; the
+next prompt that starts with the same tokens (the same dialogue one turn later, or any prompt
+sharing a system prompt) reuses the longest cached prefix and pre-fills only the rest. The store
+is bounded in bytes (least recently used entries go first), and an entry is dropped as soon as
+its conversation has moved on (a later prompt extended its whole prompt).
+
+A micro-batch mixes rows with cached prefixes of different lengths: each row's cached part is
+left-padded to the longest, then each row's new tokens are left-padded to the longest tail, so a
+row is ``[pad][cached][pad][new]``. Positions come from the attention mask, so every token sits
+at the position it has alone, and greedy decoding gives the tokens of a full prefill.
+
+Off for models whose cache is not a plain per-token key/value cache (recurrent/stateful models,
+sliding-window layers): nothing of theirs can be cropped to a prefix.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from irtk.device import pick_device, pick_dtype
@@ -41,24 +50,97 @@ def load_causal_lm(model: str, device: str | None = None, dtype: str | None = No
     return lm, tokenizer, device
 
 
-MIN_PREFIX_TOKENS = 8  # below this a separate prefill call costs more than it saves
-PREFIX_CACHE_SIZE = 8
+MIN_PREFIX_TOKENS = 8  # below this, building a batch cache costs more than the pre-fill it saves
+# Rows per generate call when the caller does not say: on a CPU larger batches stop paying once
+# the matrix products are compute-bound; on a GPU memory for the key/value cache is the limit.
+AUTO_BATCH = {"cpu": 32, "cuda": 128}
+# Default byte budget of the key/value store, per device kind (CPU: RAM, shared with everything).
+AUTO_CACHE_BYTES = {"cpu": 1 << 30, "cuda": 4 << 30}
+
+
+def auto_batch_size(device: str) -> int:
+    """The default micro-batch for ``device`` (also what ``simulate`` plays at once by default)."""
+    return AUTO_BATCH.get(str(device).split(":")[0], AUTO_BATCH["cuda"])
+
+
+@dataclass(eq=False)
+class KVEntry:
+    """One cached sequence: its tokens, each layer's (keys, values) as [heads, tokens, dim], and
+    how many of the tokens were the prompt (the rest were generated)."""
+
+    tokens: Any  # numpy int64 array
+    layers: list[tuple[Any, Any]]
+    prompt_len: int
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.layers)
+
+
+class KVStore:
+    """Key/value caches of earlier sequences, found by their longest common token prefix with a
+    new prompt, evicted least-recently-used first beyond ``budget_bytes``."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[int, KVEntry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def longest_prefix(self, ids: Any) -> tuple[KVEntry | None, int]:
+        """The entry sharing the most leading tokens with ``ids`` (a numpy array) and how many."""
+        import numpy as np
+
+        best, best_n = None, 0
+        for entry in self._entries.values():
+            m = min(len(entry.tokens), len(ids))
+            if m <= best_n:
+                continue
+            differ = np.flatnonzero(entry.tokens[:m] != ids[:m])
+            n = int(differ[0]) if differ.size else m
+            if n > best_n:
+                best, best_n = entry, n
+        if best is not None:
+            self._entries.move_to_end(id(best))
+        return best, best_n
+
+    def add(self, entry: KVEntry) -> None:
+        if entry.nbytes > self.budget_bytes:
+            return
+        self._entries[id(entry)] = entry
+        self.bytes += entry.nbytes
+        while self.bytes > self.budget_bytes:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= old.nbytes
+
+    def discard(self, entry: KVEntry) -> None:
+        if self._entries.pop(id(entry), None) is not None:
+            self.bytes -= entry.nbytes
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
 
 
 class HFBackend:
-    """Generation with transformers. ``batch_size`` bounds one ``generate`` call's batch;
-    ``prefix_cache`` (default on) reuses the shared first message's key/value cache."""
+    """Generation with transformers. ``batch_size`` bounds one ``generate`` call's batch (default:
+    by device, ``auto_batch_size``); ``prefix_cache`` (default on) reuses cached key/values of
+    earlier prompts and completions, within ``cache_bytes`` (default: by device)."""
 
     name = "hf"
 
-    def __init__(self, model: str, *, batch_size: int = 16, device: str | None = None,
-                 dtype: str | None = None, prefix_cache: bool = True, **_: Any) -> None:
+    def __init__(self, model: str, *, batch_size: int | None = None, device: str | None = None,
+                 dtype: str | None = None, prefix_cache: bool = True, cache_bytes: int | None = None,
+                 **_: Any) -> None:
         self.model = model
-        self.batch_size = max(1, batch_size)
         self.lm, self.tokenizer, self.device = load_causal_lm(model, device, dtype)
-        # Recurrent (stateful) models keep no per-token key/value cache to share.
-        self.prefix_cache = prefix_cache and not getattr(self.lm, "_is_stateful", False)
-        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        self.batch_size = max(1, batch_size or auto_batch_size(self.device))
+        self.prefix_cache = prefix_cache and _prefix_cacheable(self.lm)
+        kind = str(self.device).split(":")[0]
+        self.kv_store = KVStore(cache_bytes if cache_bytes is not None else
+                                AUTO_CACHE_BYTES.get(kind, AUTO_CACHE_BYTES["cuda"]))
         # transformers 5.x renamed ``past_key_values`` to ``cache``; older releases know only the former.
         params = inspect.signature(self.lm.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -72,75 +154,83 @@ class HFBackend:
             return self.tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
-    def _prefix_ids(self, conversation: Conversation, ids: list[int]) -> tuple[int, ...]:
-        """Token ids of the rendered first message when ``ids`` starts with them, else ()."""
-        if not self.prefix_cache or len(conversation) < 2 or self.tokenizer.chat_template is None:
-            return ()
-        try:
-            head = self.tokenizer.apply_chat_template(conversation[:1], tokenize=False)
-        except Exception:  # templates may refuse a lone first message (strict role alternation)
-            return ()
-        prefix = self.tokenizer(head, add_special_tokens=False)["input_ids"]
-        # Tokens must match exactly (no merge across the boundary) and leave a tail to pre-fill.
-        if len(prefix) < MIN_PREFIX_TOKENS or len(prefix) >= len(ids) or ids[:len(prefix)] != prefix:
-            return ()
-        return tuple(prefix)
-
     def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Generation]:
+        import numpy as np
         import torch
 
         ids = [self.tokenizer(self.render(c), add_special_tokens=False)["input_ids"] for c in conversations]
-        prefixes = [self._prefix_ids(c, x) for c, x in zip(conversations, ids, strict=True)]
+        hits: list[tuple[KVEntry | None, int]] = [(None, 0)] * len(ids)
+        if self.prefix_cache:
+            for i, x in enumerate(ids):
+                entry, n = self.kv_store.longest_prefix(np.asarray(x, dtype=np.int64))
+                n = min(n, len(x) - 1)  # the last prompt token is always fed: its logits start the reply
+                hits[i] = (entry, n) if n >= MIN_PREFIX_TOKENS else (None, 0)
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        # Same prefix, then similar lengths together: shared prefill, less padding per micro-batch.
-        order = sorted(range(len(ids)), key=lambda i: (prefixes[i], len(ids[i])))
+        # Rows with similar numbers of tokens to pre-fill together: less padding per micro-batch.
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]) - hits[i][1], len(ids[i])))
         results: list[Generation | None] = [None] * len(ids)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            shared = {prefixes[i] for i in idx}
-            prefix = shared.pop() if len(shared) == 1 else ()
-            for i, gen in zip(idx, self._generate([ids[i] for i in idx], prefix, params), strict=True):
+            for i, gen in zip(idx, self._generate([ids[i] for i in idx], [hits[i] for i in idx], params),
+                              strict=True):
                 results[i] = gen
         return results  # type: ignore[return-value]
 
-    def _prefix_cache(self, prefix: tuple[int, ...], rows: int) -> Any:
-        """A fresh ``DynamicCache`` holding ``prefix``'s keys and values for each of ``rows`` rows."""
-        import torch
+    def _batch_cache(self, hits: list[tuple[KVEntry | None, int]], width: int) -> Any:
+        """A ``DynamicCache`` of ``width`` positions: each row's cached prefix, left-padded."""
         from transformers import DynamicCache
 
-        layers = self._prefixes.get(prefix)
-        if layers is None:
-            cache = DynamicCache(config=self.lm.config)
-            with torch.inference_mode():
-                self.lm(input_ids=torch.tensor([prefix], device=self.device), use_cache=True,
-                        **{self._cache_kwarg: cache})
-            layers = [(layer.keys, layer.values) for layer in cache.layers]
-            self._prefixes[prefix] = layers
-            if len(self._prefixes) > PREFIX_CACHE_SIZE:
-                self._prefixes.popitem(last=False)
-        self._prefixes.move_to_end(prefix)
         cache = DynamicCache(config=self.lm.config)
-        for layer_idx, (keys, values) in enumerate(layers):
-            cache.update(keys.repeat(rows, 1, 1, 1), values.repeat(rows, 1, 1, 1), layer_idx)
+        sample = next(e for e, n in hits if n)
+        for layer, (k0, v0) in enumerate(sample.layers):
+            keys = k0.new_zeros((len(hits), k0.shape[0], width, k0.shape[2]))
+            values = v0.new_zeros((len(hits), v0.shape[0], width, v0.shape[2]))
+            for row, (entry, n) in enumerate(hits):
+                if n:
+                    k, v = entry.layers[layer]
+                    keys[row, :, width - n:] = k[:, :n]
+                    values[row, :, width - n:] = v[:, :n]
+            cache.update(keys, values, layer)
         return cache
 
-    def _generate(self, ids: list[list[int]], prefix: tuple[int, ...], params: SamplingParams) -> list[Generation]:
+    def _keep(self, cache: Any, mask: Any, ids: list[list[int]], new: list[list[int]],
+              hits: list[tuple[KVEntry | None, int]]) -> None:
+        """Store each row's prompt and generated tokens with their key/values from ``cache``."""
+        import numpy as np
+        import torch
+
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        cached = layers[0][0].shape[2]  # the last generated token was never fed back: no key/value
+        mask = mask[:, :cached]
+        for row, (x, gen) in enumerate(zip(ids, new, strict=True)):
+            positions = torch.nonzero(mask[row]).squeeze(-1)
+            tokens = (x + gen)[:len(positions)]
+            positions = positions[:len(tokens)]
+            source, n = hits[row]
+            if source is not None and n >= source.prompt_len:
+                self.kv_store.discard(source)  # the same conversation, moved on: superseded
+            self.kv_store.add(KVEntry(
+                tokens=np.asarray(tokens, dtype=np.int64),
+                layers=[(k[row].index_select(1, positions), v[row].index_select(1, positions)) for k, v in layers],
+                prompt_len=len(x)))
+
+    def _generate(self, ids: list[list[int]], hits: list[tuple[KVEntry | None, int]],
+                  params: SamplingParams) -> list[Generation]:
         import torch
 
         tok = self.tokenizer
-        # Left-pad each row's tail; the shared prefix (if any) stays in front, already cached.
-        n_prefix = len(prefix)
-        width = max(len(x) for x in ids) - n_prefix
+        width = max(n for _, n in hits)  # cached positions, each row's left-padded
+        tail = max(len(x) - n for x, (_, n) in zip(ids, hits, strict=True))
         rows, masks = [], []
-        for x in ids:
-            pad = width - (len(x) - n_prefix)
-            rows.append(x[:n_prefix] + [tok.pad_token_id] * pad + x[n_prefix:])
-            masks.append([1] * n_prefix + [0] * pad + [1] * (len(x) - n_prefix))
+        for x, (_, n) in zip(ids, hits, strict=True):
+            pad_cached, pad_tail = width - n, tail - (len(x) - n)
+            rows.append([tok.pad_token_id] * pad_cached + x[:n] + [tok.pad_token_id] * pad_tail + x[n:])
+            masks.append([0] * pad_cached + [1] * n + [0] * pad_tail + [1] * (len(x) - n))
         enc = {"input_ids": torch.tensor(rows, device=self.device),
                "attention_mask": torch.tensor(masks, device=self.device)}
-        if n_prefix:
-            enc[self._cache_kwarg] = self._prefix_cache(prefix, len(ids))
+        if width:
+            enc[self._cache_kwarg] = self._batch_cache(hits, width)
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
             "do_sample": not params.greedy,
@@ -154,7 +244,7 @@ class HFBackend:
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+            kwargs["stopping_criteria"] = [_stop_criteria(tok, params.stop, enc["input_ids"].shape[1])]
         with torch.inference_mode():
             out = self.lm.generate(**enc, **kwargs)
         prompt_len = enc["input_ids"].shape[1]
@@ -165,29 +255,66 @@ class HFBackend:
             # Raw model log-probs of the sampled tokens (before temperature), as vLLM reports them.
             logits = torch.stack(out.logits, dim=1).float()
             logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        results = []
-        prompt_counts = enc["attention_mask"].sum(dim=1).tolist()
+        results, kept = [], []
         for row in range(new.shape[0]):
-            ids = new[row].tolist()
-            length, finish = len(ids), "length"
-            for j, t in enumerate(ids):
+            gen = new[row].tolist()
+            length, finish = len(gen), "length"
+            for j, t in enumerate(gen):
                 if t in eos:
                     length, finish = j + 1, "stop"
                     break
-            text = tok.decode(ids[:length], skip_special_tokens=True)
+            kept.append(gen[:length])
+            text = tok.decode(gen[:length], skip_special_tokens=True)
             text, stopped = _cut_at_stop(text, params.stop)
             if stopped:
                 finish = "stop"
             results.append(Generation(
                 text=text,
-                prompt_tokens=int(prompt_counts[row]),
-                cached_tokens=n_prefix,
+                prompt_tokens=len(ids[row]),
+                cached_tokens=hits[row][1],
                 completion_tokens=length,
                 finish_reason=finish,
                 logprobs=logprobs[row, :length].tolist() if logprobs is not None else None,
-                tokens=tok.convert_ids_to_tokens(ids[:length]) if params.logprobs else None,
+                tokens=tok.convert_ids_to_tokens(gen[:length]) if params.logprobs else None,
             ))
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        if self.prefix_cache and cache is not None:
+            full_mask = torch.cat([enc["attention_mask"], torch.ones_like(new)], dim=1)
+            self._keep(cache, full_mask, ids, kept, hits)
         return results
+
+
+def _stop_criteria(tokenizer: Any, stop: Sequence[str], prompt_width: int) -> Any:
+    """Stops a row once its *generated* text contains a stop string, as vLLM and OpenAI servers
+    do. transformers' own ``stop_strings`` also match across the prompt's end, so a reply that
+    starts with a newline after a template's "assistant\n" would stop at once."""
+    import torch
+    from transformers import StoppingCriteria
+
+    # Enough trailing tokens to hold any stop string ending at the newest one (a token is at
+    # least one character, but special tokens decode to nothing).
+    window = max(len(s) for s in stop) + 4
+
+    class StopStrings(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **_: Any) -> Any:
+            tails = tokenizer.batch_decode(input_ids[:, max(prompt_width, input_ids.shape[1] - window):],
+                                           skip_special_tokens=True)
+            return torch.tensor([any(s in t for s in stop if s) for t in tails], device=input_ids.device)
+
+    return StopStrings()
+
+
+def _prefix_cacheable(lm: Any) -> bool:
+    """True when the model's generation cache is one plain key/value tensor per layer."""
+    if getattr(lm, "_is_stateful", False):
+        return False
+    try:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in DynamicCache(config=lm.config).layers)
+    except Exception:  # configs the cache classes do not understand: no caching, never wrong output
+        return False
 
 
 def _as_list(x: Any) -> list:
