@@ -168,3 +168,23 @@ def test_shipped_thresholds_on_held_out_example_seeds(embedder, example_trajecto
     assert path["answered_off_branch"] <= 0.15
     assert figures["repetition"]["balanced_accuracy"] >= 0.75
     assert figures["restatement"]["balanced_accuracy"] >= 0.9
+
+
+def test_simulate_config_reads_thresholds_and_overrides(tmp_path):
+    from irtk.dialogue.config import SimulateConfig
+
+    shipped = Thresholds.for_embedder("minilm-l6")
+    cfg = SimulateConfig(policy="oracle")
+    assert cfg.gate == "path" and cfg.gate_thresholds() == shipped
+    assert SimulateConfig(policy="oracle", tau_req=0.95).gate_thresholds().tau_req == 0.95
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"tau_rel": 0.4, "tau_rep": 0.6, "tau_req": 0.7, "embedder": "x"}))
+    cfg = SimulateConfig(policy="oracle", embedder="org/other", thresholds=str(path), gate="embedding")
+    assert (cfg.gate_thresholds().tau_rel, cfg.recorded()["gate_thresholds"]["tau_req"]) == (0.4, 0.7)
+    # Another embedder without thresholds fails before any work, naming the fix.
+    with pytest.raises(UsageError, match="irtk calibrate"):
+        SimulateConfig(policy="oracle", embedder="org/other")
+    assert SimulateConfig(policy="oracle", embedder="org/other", tau_rel=0.1, tau_rep=0.2,
+                          tau_req=0.3).gate_thresholds().tau_rep == 0.2
+    with pytest.raises(UsageError, match="--gate"):
+        SimulateConfig(policy="oracle", gate="graph")
