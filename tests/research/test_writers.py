@@ -67,6 +67,15 @@ def test_extractive_writer_is_deterministic_and_shares_the_budget():
     assert "[tempfile.mkdtemp]" in sections[1] and "[shutil.rmtree]" in sections[2]
 
 
+def test_brackets_of_the_evidence_are_no_citations():
+    evidence = [{"docid": "time.gmtime", "score": 0.5, "subqueries": [0], "subquery_scores": [0.5],
+                 "text": "time.gmtime: gmtime([seconds]) -> (tm_year, tm_mon). Also log(x, [base=math.e])."}]
+    report = extractive_report(Brief("time", []), evidence, sentences=2)
+    cleaned, counts = check_citations(report, ["time.gmtime"])
+    assert cleaned == report and counts == {"total": 2, "valid": 2, "invalid": 0, "invalid_ids": []}
+    assert cited_sentences(report, ["time.gmtime"])[0] == "time.gmtime: gmtime([seconds]) -> (tm_year, tm_mon)."
+
+
 def test_extractive_writer_says_when_a_point_has_no_evidence():
     report = extractive_report(Brief("q", ["a point nobody searched"]), [], sentences=3)
     assert "does not address this point" in report

@@ -21,8 +21,10 @@ from irtk.research import prompts
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(`*])")
 # "Claim. [id] Next" -> "Claim [id]. Next": a citation after the full stop belongs to the sentence before.
-_TRAILING_CITATION = re.compile(r"([.!?])[ \t]*(\[[^\[\]\n]{1,300}\])(?!\()")
-_CITATION = re.compile(r"\[([^\[\]\n]{1,300})\](?!\()")
+# Brackets of the evidence itself ("gmtime([seconds])") are escaped (\[ \]) by the writers, as
+# Markdown allows, so they are never read as citations.
+_TRAILING_CITATION = re.compile(r"([.!?])[ \t]*((?<!\\)\[[^\[\]\n]{1,300}(?<!\\)\])(?!\()")
+_CITATION = re.compile(r"(?<!\\)\[([^\[\]\n]{1,300})(?<!\\)\](?!\()")
 _SPACE_BEFORE_PUNCT = re.compile(r"[ \t]+([.,;:!?])")
 NO_EVIDENCE = "The evidence found does not address this point."
 EVIDENCE_CHARS = 400  # per document in the writer's prompt: small models have short contexts
@@ -52,9 +54,14 @@ class Brief:
         return {"query": self.query, "points": list(self.points)}
 
 
+def escape_brackets(text: str) -> str:
+    """Evidence text with its square brackets escaped for Markdown: not citations."""
+    return re.sub(r"(?<!\\)([\[\]])", r"\\\1", text)
+
+
 def cite(sentence: str, doc_id: str) -> str:
-    """``sentence`` with ``[doc_id]`` before its final punctuation."""
-    body = sentence.rstrip()
+    """``sentence`` (brackets escaped) with ``[doc_id]`` before its final punctuation."""
+    body = escape_brackets(sentence).rstrip()
     end = body[-1] if body[-1:] in ".!?" else "."
     return f"{body.rstrip('.!?').rstrip()} [{doc_id}]{end}"
 
@@ -99,7 +106,8 @@ def llm_reports(briefs: Sequence[Brief], evidence: Sequence[Sequence[dict]], bac
     conversations = [[
         {"role": "system", "content": prompts.WRITER_SYSTEM},
         {"role": "user", "content": prompts.writer_request(
-            b.query, b.points, [(e["docid"], _title(e.get("text") or "", EVIDENCE_CHARS)) for e in ev])},
+            b.query, b.points, [(e["docid"], escape_brackets(_title(e.get("text") or "", EVIDENCE_CHARS)))
+                                for e in ev])},
     ] for b, ev in zip(briefs, evidence, strict=True)]
     pairs, empty = chat_or_template(backend, conversations, params,
                                     lambda k: extractive_report(briefs[k], evidence[k], sentences))
@@ -154,7 +162,7 @@ def cited_sentences(text: str, valid_ids: Sequence[str]) -> list[str]:
             cites = [t for m in _CITATION.finditer(sentence) for t in (_tokens(m.group(1)) or [])]
             if any(t in valid for t in cites):
                 bare = _CITATION.sub(lambda m: "" if _tokens(m.group(1)) else m.group(0), sentence)
-                bare = " ".join(_SPACE_BEFORE_PUNCT.sub(r"\1", bare).split())
+                bare = " ".join(_SPACE_BEFORE_PUNCT.sub(r"\1", bare).split()).replace("\\[", "[").replace("\\]", "]")
                 if bare:
                     out.append(bare)
     return out
