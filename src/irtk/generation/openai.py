@@ -38,6 +38,8 @@ class OpenAIBackend:
         self.base_url = base_url
         self.api_key = api_key or os.environ.get("IRTK_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.max_concurrency = max(1, max_concurrency)
+        # Conversations per chat call worth sending: as many as go out at once.
+        self.batch_size = self.max_concurrency
         self.timeout = timeout
         self.max_retries = max_retries
         self.continue_final_message = True  # turned off once the server rejects the extension

@@ -14,6 +14,10 @@ from irtk.generation import Conversation, Generation, SamplingParams, continues
 
 
 class VLLMBackend:
+    """``batch_size``: conversations per ``chat`` call the caller should aim for (vLLM schedules
+    them itself; its default ``max_num_seqs``). Automatic prefix caching is on, so a dialogue's
+    next turn re-uses the key/values of its earlier turns."""
+
     name = "vllm"
 
     def __init__(
@@ -26,6 +30,7 @@ class VLLMBackend:
         max_model_len: int | None = None,
         enforce_eager: bool = False,
         seed: int = 0,
+        batch_size: int | None = None,
         **_: Any,
     ) -> None:
         try:
@@ -37,12 +42,14 @@ class VLLMBackend:
         from irtk.models import resolve
 
         self.model = model
+        self.batch_size = batch_size or 256
         kwargs: dict[str, Any] = {
             "model": resolve(model),
             "tensor_parallel_size": tensor_parallel_size,
             "dtype": dtype or "auto",
             "seed": seed,
             "enforce_eager": enforce_eager,
+            "enable_prefix_caching": True,
         }
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
