@@ -136,13 +136,15 @@ def derive_pairs(rows: Iterable[Mapping]) -> Pairs:
             continue  # trajectories of one graph share its repetition and restatement pairs
         graphs_done.add(key)
         forms = {n: renderings(nodes[n]) for n in sorted(nodes)}
-        for n, fn in forms.items():
-            for i, (_, a) in enumerate(sorted(fn.items())):
-                for fb, b in sorted(fn.items())[i + 1:]:
-                    pairs.repetition.append(TextPair(seed, a, b, True))
-                    for m, fm in forms.items():
-                        if m != n and fb in fm:
-                            pairs.repetition.append(TextPair(seed, a, fm[fb], False))
+        ids = list(forms)
+        for i, n in enumerate(ids):
+            texts = sorted(forms[n].values())
+            # A reworded repeat: the same node in two renderings.
+            pairs.repetition.extend(TextPair(seed, a, b, True) for k, a in enumerate(texts) for b in texts[k + 1:])
+            # A different question of the same graph, in every pair of renderings — the same one
+            # included, as a clarifier asks every question in one format.
+            pairs.repetition.extend(TextPair(seed, a, b, False) for m in ids[i + 1:]
+                                    for a in texts for b in sorted(forms[m].values()))
         request = str(row.get("simple_query") or "").strip()
         if request:
             q = request.rstrip("?.! ")
