@@ -131,7 +131,8 @@ research-demo: setup $(RESEARCH)/index/index.json
 	    --out-dir $(RESEARCH)/reports/trained --report $(RESEARCH)/trained.json || exit 1; \
 	else echo "no trained clarifier at $(CLARIFIER) (make intentrl-table, or CLARIFIER=DIR): row skipped"; fi
 	$(BIN)/irtk research examples/research/requests.jsonl --clarify simulate --writer llm --limit 4 --max-turns 3 \
-	  --max-tokens 48 --summary template --index $(RESEARCH)/index --label "simulate + LLM writer (4 requests)" \
+	  --max-tokens 48 --writer-max-tokens 160 --summary template --index $(RESEARCH)/index \
+	  --label "simulate + LLM writer (4 requests)" \
 	  -q -o $(RESEARCH)/llm-writer.jsonl --out-dir $(RESEARCH)/reports/llm-writer --report $(RESEARCH)/llm-writer.json
 	$(BIN)/irtk research-table $(RESEARCH)/none.json $(RESEARCH)/auto.json $(RESEARCH)/simulate.json \
 	  $$(test -f $(RESEARCH)/trained.json && test -d "$(CLARIFIER)" && echo $(RESEARCH)/trained.json) \
