@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 COMMON = dict(learning_rate=1e-4, per_device_train_batch_size=8, num_generations=4, max_completion_length=16,
               logging_steps=1, save_steps=1000, seed=0, data_seed=0, report_to="none", use_cpu=True, bf16=False,
-              beta=0.0, loss_type="dapo", disable_tqdm=True)
+              beta=0.0, loss_type="dapo", disable_tqdm=True, gradient_checkpointing=False)
 
 
 def format_only(*, rewards=None, allow_stop=False, **_):

@@ -18,7 +18,8 @@ def _config(tmp_path: Path, model: str, **overrides):
     values = dict(stage="offline", model=model, reward=REWARD, learning_rate=3e-2, per_device_train_batch_size=8,
                   num_generations=4, max_completion_length=8, max_steps=12, logging_steps=1, save_steps=100,
                   seed=0, data_seed=0, report_to="none", use_cpu=True, bf16=False, beta=0.0, loss_type="dapo",
-                  disable_tqdm=True, output_dir=str(tmp_path / "work"), max_prompt_length=256, max_samples=16)
+                  disable_tqdm=True, output_dir=str(tmp_path / "work"), max_prompt_length=256, max_samples=16,
+                  gradient_checkpointing=False)
     values.update(overrides)
     return make_config("grpo", **values)
 
