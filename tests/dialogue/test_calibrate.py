@@ -43,10 +43,10 @@ def test_derived_pairs_label_path_and_off_branch_nodes():
     assert all(p.intents == tuple(EUROPE_USER["intents"]) for p in pairs.relevance)
     # Reworded renderings (bare question, options alone) carry the same labels.
     assert sum(p.form == "reworded" for p in pairs.relevance) == 2 * len(asked)
-    # Repetition: 3 reworded pairs per node are positives; two different nodes in every pair of
-    # their 3 renderings (same rendering included) are negatives.
+    # Repetition: 3 reworded pairs per node are positives; two different nodes in the same
+    # rendering (3 renderings, 6 node pairs) are negatives.
     assert sum(p.positive for p in pairs.repetition) == 3 * 4
-    assert sum(not p.positive for p in pairs.repetition) == 6 * 3 * 3
+    assert sum(not p.positive for p in pairs.repetition) == 6 * 3
     asked = [p for p in pairs.repetition if not p.positive and " Options: " in p.a and " Options: " in p.b]
     assert len(asked) == 6
     assert all(p.a != p.b for p in pairs.repetition)

@@ -8,7 +8,7 @@ pairs come from the graphs themselves:
   that user's latent intents: a node on the user's path should be answered, a node on a branch the
   user did not take is irrelevant;
 - *repetition*: two renderings of the same node (a reworded repeat) are redundant; two different
-  nodes of the same graph are not;
+  nodes of the same graph in the same rendering are not;
 - *restatement*: the request turned into a question ("Is your question: <request>?") restates it;
   the graph's own questions about that request do not.
 
@@ -141,10 +141,10 @@ def derive_pairs(rows: Iterable[Mapping]) -> Pairs:
             texts = sorted(forms[n].values())
             # A reworded repeat: the same node in two renderings.
             pairs.repetition.extend(TextPair(seed, a, b, True) for k, a in enumerate(texts) for b in texts[k + 1:])
-            # A different question of the same graph, in every pair of renderings — the same one
-            # included, as a clarifier asks every question in one format.
-            pairs.repetition.extend(TextPair(seed, a, b, False) for m in ids[i + 1:]
-                                    for a in texts for b in sorted(forms[m].values()))
+            # A different question of the same graph in the same rendering: a clarifier asks all
+            # its questions in one format, and the shared format must not make them repeats.
+            pairs.repetition.extend(TextPair(seed, forms[n][f], forms[m][f], False) for m in ids[i + 1:]
+                                    for f in sorted(forms[n]) if f in forms[m])
         request = str(row.get("simple_query") or "").strip()
         if request:
             q = request.rstrip("?.! ")
