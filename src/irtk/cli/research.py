@@ -171,6 +171,8 @@ def research(
             report_sentences=report_sentences, embedder=embedder, thresholds=thresholds, tau_rel=tau_rel, temperature=temperature,
             max_tokens=max_tokens, writer_max_tokens=writer_max_tokens, seed=seed, repeats=repeats,
             batch_size=batch_size, limit=limit, bootstrap=bootstrap, label=label)
+    if input in (None, "-") and sys.stdin.isatty():
+        raise UsageError("irtk research needs a request in quotes, a request file, or records on stdin")
     if _is_file_argument(input):
         reader = RecordReader(input, record_type=REQUEST, batch_size=batch_size)
     else:
