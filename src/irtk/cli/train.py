@@ -132,6 +132,12 @@ def train(
     from irtk.training import samples as sample_lib
 
     command = f"train-{stage}"
+    if not runtime.state.verbose:
+        import warnings
+
+        # transformers/TRL/peft advisories (deprecated argument names, ...) would drown the stage's
+        # own lines and its one-line errors; -v shows them.
+        warnings.filterwarnings("ignore")
     if output is None:
         raise UsageError(f"irtk {command} needs -o FOLDER for the checkpoint")
     if not output.parent.exists():
