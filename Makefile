@@ -118,22 +118,25 @@ RESEARCH ?= $(OUT)/research
 CLARIFIER ?= $(INTENTRL)/stage2
 RESEARCH_ARGS ?= --index $(RESEARCH)/index --writer extractive --repeats 2 --max-turns 3 --max-tokens 48 \
   --summary template --seed 0 -q
+RESEARCH_REQUESTS := examples/research/requests.jsonl
+# One report per row, each its own target: `make -j3 research-demo` runs the rows in parallel.
 $(RESEARCH)/index/index.json: examples/corpus.jsonl
 	mkdir -p $(RESEARCH)
 	$(BIN)/irtk index examples/corpus.jsonl -o $(RESEARCH)/index --force -q
-research-demo: setup $(RESEARCH)/index/index.json
-	for c in none auto simulate; do \
-	  $(BIN)/irtk research examples/research/requests.jsonl --clarify $$c $(RESEARCH_ARGS) \
-	    -o $(RESEARCH)/$$c.jsonl --out-dir $(RESEARCH)/reports/$$c --report $(RESEARCH)/$$c.json || exit 1; done
+$(RESEARCH)/none.json $(RESEARCH)/auto.json $(RESEARCH)/simulate.json: $(RESEARCH)/%.json: $(RESEARCH)/index/index.json $(RESEARCH_REQUESTS)
+	$(BIN)/irtk research $(RESEARCH_REQUESTS) --clarify $* $(RESEARCH_ARGS) -o $(RESEARCH)/$*.jsonl \
+	  --out-dir $(RESEARCH)/reports/$* --report $@
+$(RESEARCH)/llm-writer.json: $(RESEARCH)/index/index.json $(RESEARCH_REQUESTS)
+	$(BIN)/irtk research $(RESEARCH_REQUESTS) --clarify simulate --writer llm --limit 4 --max-turns 3 \
+	  --max-tokens 48 --writer-max-tokens 160 --summary template --index $(RESEARCH)/index \
+	  --label "simulate + LLM writer (4 requests)" \
+	  -q -o $(RESEARCH)/llm-writer.jsonl --out-dir $(RESEARCH)/reports/llm-writer --report $@
+research-demo: setup $(RESEARCH)/none.json $(RESEARCH)/auto.json $(RESEARCH)/simulate.json $(RESEARCH)/llm-writer.json
 	if [ -d "$(CLARIFIER)" ]; then \
-	  $(BIN)/irtk research examples/research/requests.jsonl --clarify simulate --clarifier-model $(CLARIFIER) \
+	  $(BIN)/irtk research $(RESEARCH_REQUESTS) --clarify simulate --clarifier-model $(CLARIFIER) \
 	    --label "simulate (trained: $(notdir $(CLARIFIER)))" $(RESEARCH_ARGS) -o $(RESEARCH)/trained.jsonl \
 	    --out-dir $(RESEARCH)/reports/trained --report $(RESEARCH)/trained.json || exit 1; \
 	else echo "no trained clarifier at $(CLARIFIER) (make intentrl-table, or CLARIFIER=DIR): row skipped"; fi
-	$(BIN)/irtk research examples/research/requests.jsonl --clarify simulate --writer llm --limit 4 --max-turns 3 \
-	  --max-tokens 48 --writer-max-tokens 160 --summary template --index $(RESEARCH)/index \
-	  --label "simulate + LLM writer (4 requests)" \
-	  -q -o $(RESEARCH)/llm-writer.jsonl --out-dir $(RESEARCH)/reports/llm-writer --report $(RESEARCH)/llm-writer.json
 	$(BIN)/irtk research-table $(RESEARCH)/none.json $(RESEARCH)/auto.json $(RESEARCH)/simulate.json \
 	  $$(test -f $(RESEARCH)/trained.json && test -d "$(CLARIFIER)" && echo $(RESEARCH)/trained.json) \
 	  $(RESEARCH)/llm-writer.json | tee $(RESEARCH)/table.md
