@@ -48,7 +48,7 @@ MODELS = {
 }
 
 
-def build(out: str | Path, *, seed: int = 0, test_fraction: float = 0.25, train_sheets: int = 1200,
+def build(out: str | Path, *, seed: int = 0, test_fraction: float = 0.25, train_sheets: int = 1000,
           test_sheets: int = 450) -> dict:
     """Write train-pairs.jsonl, test-docs.jsonl, test-queries.jsonl and test.qrels under ``out``;
     returns counts."""
