@@ -94,7 +94,7 @@ class SimulateConfig:
         """The config as provenance: every setting, without the resume bookkeeping."""
         out = asdict(self)
         out.pop("skip_ids")
-        return out
         t = self.gate_thresholds()
         out["gate_thresholds"] = {"tau_rel": t.tau_rel, "tau_rep": t.tau_rep, "tau_req": t.tau_req,
                                   "embedder": t.embedder, "source": t.source}
+        return out
