@@ -22,8 +22,9 @@ def reference(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0)
     shifted = z - z.max(-1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     p = np.exp(logp)
-    entropy = -(p * logp).sum(-1)
-    s_all = p * (entropy[:, None] + logp)
+    with np.errstate(invalid="ignore"):  # 0 * -inf where the vocabulary is masked: those add 0
+        entropy = -np.where(p > 0, p * logp, 0.0).sum(-1)
+        s_all = np.where(p > 0, p * (entropy[:, None] + logp), 0.0)
     expected_s = (p * s_all).sum(-1)
     rows = np.arange(len(targets))
     s = s_all[rows, targets]
@@ -92,7 +93,9 @@ def test_the_max_arriving_in_a_late_tile_rescales_the_sums() -> None:
 def test_masked_vocabulary_entries_are_ignored() -> None:
     z, targets = logits_batch(4_000, "moderate", n=4)
     z[:, 3_000:] = float("-inf")
+    z[1, :1_000] = float("-inf")  # row 1's first tiles hold nothing but -inf
     targets = targets % 3_000
+    targets[1] = 1_500
     stats = token_stats(z, targets, tile_size=512)
     assert_matches(stats, reference(z[:, :3_000].numpy(), targets.numpy()))
 

@@ -37,8 +37,10 @@ from typing import Any
 
 import torch
 
-# Elements per fp32 tile: ~1 MB on CPU (stays in cache), ~64 MB on accelerators (few launches).
-CPU_TILE_ELEMENTS = 1 << 18
+# Elements per tile (rows x vocabulary columns): 16 MB of fp32 on CPU, 64 MB on accelerators.
+# Each tile costs ~10 tensor operations, so fewer, larger tiles win when operations are dear
+# (kernel launches; thread wake-ups on a busy CPU); the working set stays a few tiles.
+CPU_TILE_ELEMENTS = 1 << 22
 ACCELERATOR_TILE_ELEMENTS = 1 << 24
 DEFAULT_TILE_SIZE = 8192
 
@@ -70,6 +72,62 @@ def _tile_plan(n_rows: int, vocab: int, device: torch.device, tile_size: int | N
     return tile, max(1, min(rows_per_chunk, max(n_rows, 1)))
 
 
+def _rowdot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products as a batched matmul: no [rows, tile] product tensor is made."""
+    return (u.unsqueeze(-2) @ v.unsqueeze(-1)).view(-1)
+
+
+def _chunk(block: Any, tile_logits: Callable[[Any, int, int], torch.Tensor], tgt: torch.Tensor,
+           vocab: int, tile: int, inv_t: float, safe: bool) -> tuple[torch.Tensor, ...]:
+    """The recurrence for one row chunk: (entropy, logp, s, expected_s). Sums are over the
+    tempered logits shifted by the running max; the max itself is kept in raw logit units."""
+    m = a = b = c = d = zk = None
+    # Two fp32 buffers reused by every tile: no allocation per tile, so the allocator cannot
+    # fragment the heap and the peak memory is the buffers.
+    rows = tgt.numel()
+    x_buf = torch.empty(rows, tile, dtype=torch.float32, device=tgt.device)
+    e_buf = torch.empty_like(x_buf)
+    for v0 in range(0, vocab, tile):
+        v1 = min(vocab, v0 + tile)
+        z = tile_logits(block, v0, v1)  # the model's dtype: read once by amax, once by the shift
+        tile_max = z.amax(dim=-1).float()
+        if safe:  # a tile of only -inf logits must not make the running max -inf
+            tile_max = tile_max.clamp(min=-1e30)
+        m_new = tile_max if m is None else torch.maximum(m, tile_max)
+        if m is not None:
+            delta = (m - m_new) * inv_t
+            alpha = delta.exp()
+            alpha2 = alpha * alpha
+            b = alpha * (b + delta * a)
+            d = alpha2 * (d + delta * c)
+            a = alpha * a
+            c = alpha2 * c
+        width = v1 - v0
+        x = x_buf if width == tile else x_buf[:, :width]
+        e = e_buf if width == tile else e_buf[:, :width]
+        torch.sub(z, m_new.unsqueeze(-1), out=x)  # the upcast to fp32 and the shift in one pass
+        if inv_t != 1.0:
+            x.mul_(inv_t)
+        if safe:  # -inf logits (masked vocabulary) would give -inf * 0 = nan in x e^x
+            x.clamp_(min=-1e4)
+        torch.exp(x, out=e)
+        xe = x.mul_(e)  # x is not needed again
+        sums = (e.sum(-1), xe.sum(-1), _rowdot(e, e), _rowdot(xe, e))
+        a, b, c, d = sums if m is None else (a + sums[0], b + sums[1], c + sums[2], d + sums[3])
+        m = m_new
+        # The sampled token's logit, from the tile that holds it.
+        local = tgt - v0
+        inside = (local >= 0) & (local < v1 - v0)
+        picked = z.gather(1, local.clamp(0, v1 - v0 - 1).unsqueeze(-1)).squeeze(-1).float()
+        zk = torch.where(inside, picked, zk if zk is not None else torch.zeros_like(picked))
+    log_a = a.log()
+    entropy = log_a - b / a
+    logp = (zk - m) * inv_t - log_a
+    s = logp.exp() * (entropy + logp)
+    expected_s = (d * a - b * c) / (a * a * a)
+    return entropy, logp, s, expected_s
+
+
 @torch.no_grad()
 def _stream(row_block: Callable[[int, int], Any], tile_logits: Callable[[Any, int, int], torch.Tensor],
             targets: torch.Tensor, vocab: int, *, temperature: float, tile_size: int | None,
@@ -85,48 +143,10 @@ def _stream(row_block: Callable[[int, int], Any], tile_logits: Callable[[Any, in
         r1 = min(n, r0 + chunk)
         block = row_block(r0, r1)
         tgt = targets[r0:r1]
-        m = a = b = c = d = zk = None
-        for v0 in range(0, vocab, tile):
-            v1 = min(vocab, v0 + tile)
-            z = tile_logits(block, v0, v1).float()
-            if inv_t != 1.0:
-                z = z * inv_t
-            tile_max = z.amax(dim=-1)
-            if m is None:
-                m_new = tile_max
-            else:
-                m_new = torch.maximum(m, tile_max)
-                delta = m - m_new
-                alpha = delta.exp()
-                alpha2 = alpha * alpha
-                b = alpha * (b + delta * a)
-                d = alpha2 * (d + delta * c)
-                a = alpha * a
-                c = alpha2 * c
-            x = z - m_new.unsqueeze(-1)
-            # -inf logits (masked vocabulary entries) would give -inf * 0 = nan in x e^x.
-            x.clamp_(min=-1e4)
-            e = x.exp()
-            xe = x * e
-            ta = e.sum(-1)
-            tb = xe.sum(-1)
-            tc = torch.linalg.vecdot(e, e)
-            td = torch.linalg.vecdot(xe, e)
-            if m is None:
-                a, b, c, d = ta, tb, tc, td
-            else:
-                a, b, c, d = a + ta, b + tb, c + tc, d + td
-            m = m_new
-            # The sampled token's logit, from the tile that holds it.
-            local = tgt - v0
-            inside = (local >= 0) & (local < v1 - v0)
-            picked = z.gather(1, local.clamp(0, v1 - v0 - 1).unsqueeze(-1)).squeeze(-1)
-            zk = torch.where(inside, picked, zk if zk is not None else torch.zeros_like(picked))
-        log_a = a.log()
-        entropy = log_a - b / a
-        logp = zk - (m + log_a)
-        s = logp.exp() * (entropy + logp)
-        expected_s = (d * a - b * c) / (a * a * a)
+        entropy, logp, s, expected_s = _chunk(block, tile_logits, tgt, vocab, tile, inv_t, safe=False)
+        if not bool(torch.isfinite(expected_s).all()):
+            # Rare (-inf logits): one more pass with the clamp, rather than a clamp on every tile.
+            entropy, logp, s, expected_s = _chunk(block, tile_logits, tgt, vocab, tile, inv_t, safe=True)
         out["entropy"][r0:r1] = entropy
         out["logp"][r0:r1] = logp
         out["s"][r0:r1] = s
