@@ -54,7 +54,7 @@ def test_offline_then_online_checkpoints_plug_into_simulate(tmp_path, tiny_llama
     s1 = tmp_path / "stage1"
     proc = run_irtk("train-offline", trajectories, "-o", str(s1), "--model", tiny_llama, "--holdout", "0.2",
                     "--eval-limit", "4", "--eval-max-turns", "1", "--eval-every", "1", "--lora-r", "4",
-                    "--plots", str(tmp_path / "plots"), *SMALL)
+                    "--plots", str(tmp_path / "plots"), *SMALL, timeout=1800)
     assert proc.returncode == 0, proc.stderr.decode()
     prov = json.loads((s1 / "provenance.json").read_text())
     assert prov["stage"] == "train-offline" and prov["reward"]["name"] == "stage1"
@@ -70,7 +70,7 @@ def test_offline_then_online_checkpoints_plug_into_simulate(tmp_path, tiny_llama
     s2 = tmp_path / "stage2"
     proc = run_irtk("train-online", trajectories, "-o", str(s2), "--model", tiny_llama, "--rollout-model", str(s1),
                     "--holdout", "0.2", "--eval-limit", "4", "--eval-max-turns", "1", "--rollout-turns", "1",
-                    "--prefix-max", "2", *SMALL)
+                    "--prefix-max", "2", *SMALL, timeout=1800)
     assert proc.returncode == 0, proc.stderr.decode()
     prov = json.loads((s2 / "provenance.json").read_text())
     assert prov["reward"]["name"] == "stage2" and prov["data"]["rollout_samples"] > 0
