@@ -89,7 +89,7 @@ def strip_caption_words(query: str, caption: str | None) -> str:
     return " ".join(kept)
 
 
-def build_encoder(cfg: TrainConfig, warn: Callable[[str], None] | None = None) -> Any:
+def build_encoder(cfg: TrainConfig) -> Any:
     """The encoder to train: loaded from ``cfg.model`` when it is a checkpoint, else fresh."""
     from irtk.retrieval.encoders import get_encoder
     from irtk.retrieval.encoders.base import checkpoint_config
@@ -114,12 +114,15 @@ def build_encoder(cfg: TrainConfig, warn: Callable[[str], None] | None = None) -
     elif cfg.encoder == "clip":
         for p in enc.module.visual.parameters():
             p.requires_grad_(not cfg.freeze_vision)
-    visual = getattr(enc.module, "visual", None)
-    if (cfg.freeze_vision and visual is not None and warn is not None
-            and any(id(p) in enc.new_parameters() for p in visual.parameters())):
-        warn("the vision tower is randomly initialised and frozen: its patches stay random "
-             "features (--train-vision trains it)")
     return enc
+
+
+def frozen_random_vision(enc: Any, cfg: TrainConfig) -> bool:
+    """Whether training would keep a randomly initialised vision tower frozen (worth a warning:
+    its outputs stay random features)."""
+    visual = getattr(enc.module, "visual", None)
+    return bool(cfg.freeze_vision and visual is not None
+                and any(id(p) in enc.new_parameters() for p in visual.parameters()))
 
 
 def mine_negatives(examples: list[Example], index_dir: str, docs: str, k: int,
@@ -226,10 +229,13 @@ def train(pairs: str | Path | None, output: str | Path, cfg: TrainConfig, *, for
 
     staging = StagedFolder(Path(output), force)  # checks the target before any work
     torch.manual_seed(cfg.seed)
-    enc = build_encoder(cfg, warn=warn or log)
+    enc = build_encoder(cfg)
     examples = load_pairs(pairs, enc.uses_images)
     if len(examples) < 2:
         raise InputError("need at least two pairs for in-batch negatives", source=str(pairs or "<stdin>"))
+    if frozen_random_vision(enc, cfg):  # after the input checks: bad input gets one error line
+        (warn or log)("the vision tower is randomly initialised and frozen: its patches stay "
+                      "random features (--train-vision trains it)")
     lam = cfg.lambda_comp if cfg.lambda_comp is not None else (0.1 if cfg.encoder == "ciea" else 0.0)
     mined = 0
     if cfg.negatives_from:
