@@ -90,7 +90,7 @@ def test_sft_ablation_writes_a_checkpoint(tmp_path, tiny_llama, trajectories):
 
     out = tmp_path / "sft"
     proc = run_irtk("train-offline", trajectories, "-o", str(out), "--model", tiny_llama, "--method", "sft",
-                    "--max-steps", "2", "--max-samples", "8", "--batch-size", "4", "-q")
+                    "--max-steps", "2", "--max-samples", "8", "--batch-size", "4", "-q", timeout=1800)
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads((out / "provenance.json").read_text())["method"] == "sft"
     assert [r["step"] for r in pq.read_table(out / "metrics.parquet").to_pylist() if r.get("loss") is not None] == [1, 2]
