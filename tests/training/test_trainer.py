@@ -105,6 +105,7 @@ def test_hook_mask_leaves_gradient_and_denominator(tmp_path, tiny_llama, traject
     batch["advantages"] = torch.linspace(-1, 1, batch["advantages"].numel())  # non-zero gradient
     model = trainer.model
     model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not running
 
     def loss_and_grad(fn, inputs):
         model.zero_grad()
