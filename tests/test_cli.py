@@ -245,3 +245,18 @@ def test_quiet_and_verbose_do_not_leak_into_the_next_call_in_process(tmp_path, r
     assert runtime.state.quiet and runtime.state.verbose
     assert run(["show", str(records), "--count"]) == 0
     assert not runtime.state.quiet and runtime.state.verbose == 0
+
+
+def test_ctrl_c_exits_130_with_one_line():
+    import signal
+    import time
+
+    # `irtk show` waits on stdin that never ends; SIGINT is what Ctrl-C sends.
+    proc = subprocess.Popen([*irtk_cmd(), "show"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    time.sleep(3)  # let it start reading (a signal during start-up would hit the interpreter)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    proc.stdin.close()
+    assert proc.returncode == 130
+    assert err.decode().strip() == "error: interrupted"

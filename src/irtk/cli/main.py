@@ -102,6 +102,8 @@ def run(argv: list[str] | None = None) -> int:
         except typer.Exit as e:  # --help, --version
             sys.stdout.flush()
             return e.exit_code
+        if result == 130:  # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns it
+            return _fail("interrupted", 130)
         return result if isinstance(result, int) else 0
     except BrokenPipeError:
         # The reader went away (`| head`): silence the flush at interpreter exit too.
