@@ -191,3 +191,27 @@ def test_simulate_config_reads_thresholds_and_overrides(tmp_path):
                           tau_req=0.3).gate_thresholds().tau_rep == 0.2
     with pytest.raises(UsageError, match="--gate"):
         SimulateConfig(policy="oracle", gate="graph")
+
+
+def test_path_gate_repeats_are_the_same_node_asked_again():
+    e = EUROPE_USER
+    europe = "Which European country should the European part focus on? Options: Germany; France."
+    asia = "Which Asian country should the Asian part focus on? Options: Japan; China."
+    bare_europe = "Which European country should the European part focus on?"
+    emb = gate("embedding", tau_rep=0.3)
+    sim = emb.best(asia, [europe])[0]
+    assert sim > 0.3  # alike in wording: the cosine test calls one a repeat of the other
+    assert emb.redundancy(asia, [europe])[0]
+    path = gate("path", tau_rep=0.3)
+    # The user knows these are two different questions of its graph (q3, q5) ...
+    assert path.match_node(asia, e["graph"])[0] == "q3" and path.match_node(europe, e["graph"])[0] == "q5"
+    assert path.redundancy(asia, [europe], e["graph"]) == (False, pytest.approx(sim))
+    # ... and that a reworded q5 asks q5 again.
+    assert path.redundancy(bare_europe, [europe], e["graph"])[0]
+    # Without the graph the path gate falls back to the cosine test.
+    assert path.redundancy(asia, [europe])[0]
+    # In a verdict: the embedding gate calls the Asian question redundant; the path gate judges
+    # it on its own node (off the user's branch: irrelevant).
+    kw = dict(graph=e["graph"], path=e["path"])
+    assert emb.judge(asia, [europe], e["intents"], **kw).verdict == "redundant"
+    assert path.judge(asia, [europe], e["intents"], **kw).verdict == "irrelevant"

@@ -93,6 +93,7 @@ class TextPair:
     a: str
     b: str
     positive: bool  # redundant / restates
+    graph: Mapping | None = field(default=None, compare=False, repr=False)  # repetition: both questions' C-DAG
 
 
 @dataclass
@@ -140,10 +141,11 @@ def derive_pairs(rows: Iterable[Mapping]) -> Pairs:
         for i, n in enumerate(ids):
             texts = sorted(forms[n].values())
             # A reworded repeat: the same node in two renderings.
-            pairs.repetition.extend(TextPair(seed, a, b, True) for k, a in enumerate(texts) for b in texts[k + 1:])
+            pairs.repetition.extend(TextPair(seed, a, b, True, graph) for k, a in enumerate(texts)
+                                    for b in texts[k + 1:])
             # A different question of the same graph in the same rendering: a clarifier asks all
             # its questions in one format, and the shared format must not make them repeats.
-            pairs.repetition.extend(TextPair(seed, forms[n][f], forms[m][f], False) for m in ids[i + 1:]
+            pairs.repetition.extend(TextPair(seed, forms[n][f], forms[m][f], False, graph) for m in ids[i + 1:]
                                     for f in sorted(forms[n]) if f in forms[m])
         request = str(row.get("simple_query") or "").strip()
         if request:
@@ -212,12 +214,21 @@ def evaluate(gate: EmbeddingGate, pairs: Pairs) -> dict:
             out["relevance"][mode][form] = _rates(answered, np.array([p.on_path for p in sub], dtype=bool))
     for kind, tau in (("repetition", gate.tau_rep), ("restatement", gate.tau_req)):
         scores, labels = _text_scores(gate, getattr(pairs, kind))
-        flagged = scores > tau
-        out[kind] = {"balanced_accuracy": round(balanced_accuracy(scores, labels, tau), 4),
-                     "flagged_positive": round(float(np.mean(flagged[labels])), 4) if labels.any() else None,
-                     "flagged_negative": round(float(np.mean(flagged[~labels])), 4) if (~labels).any() else None,
-                     "n_positive": int(labels.sum()), "n_negative": int((~labels).sum())}
+        out[kind] = _flag_rates(scores > tau, labels)
+    # The path gate's repetition test: the same node asked twice (the cosine test as fallback).
+    path_gate = gate.configured(mode="path")
+    flagged = np.array([path_gate.redundancy(p.a, [p.b], p.graph)[0] for p in pairs.repetition], dtype=bool)
+    out["repetition_path"] = _flag_rates(flagged, np.array([p.positive for p in pairs.repetition], dtype=bool))
     return out
+
+
+def _flag_rates(flagged: np.ndarray, labels: np.ndarray) -> dict:
+    tpr = float(np.mean(flagged[labels])) if labels.any() else float("nan")
+    fpr = float(np.mean(flagged[~labels])) if (~labels).any() else float("nan")
+    return {"balanced_accuracy": round(0.5 * (tpr + 1.0 - fpr), 4),
+            "flagged_positive": round(tpr, 4) if labels.any() else None,
+            "flagged_negative": round(fpr, 4) if (~labels).any() else None,
+            "n_positive": int(labels.sum()), "n_negative": int((~labels).sum())}
 
 
 def calibrate(rows: Iterable[Mapping], config: CalibrateConfig, *, embedder: Any = None,
@@ -275,9 +286,13 @@ def summary_table(thresholds: Thresholds) -> object:
             t.add_row(f"relevance {mode} {form}", f"{thresholds.tau_rel:.3f}", f"{a['balanced_accuracy']:.3f}",
                       pct(a, "answered_on_path", "answered_off_branch"), f"{PAPER_THRESHOLDS.tau_rel:.2f}",
                       f"{b['balanced_accuracy']:.3f}", pct(b, "answered_on_path", "answered_off_branch"))
-    for kind, tau, ptau in (("repetition", thresholds.tau_rep, PAPER_THRESHOLDS.tau_rep),
-                            ("restatement", thresholds.tau_req, PAPER_THRESHOLDS.tau_req)):
+    for kind, label, tau, ptau in (
+            ("repetition_path", "repetition path", thresholds.tau_rep, PAPER_THRESHOLDS.tau_rep),
+            ("repetition", "repetition embedding", thresholds.tau_rep, PAPER_THRESHOLDS.tau_rep),
+            ("restatement", "restatement", thresholds.tau_req, PAPER_THRESHOLDS.tau_req)):
+        if kind not in ours:  # a thresholds file written before the path gate's repetition row
+            continue
         a, b = ours[kind], paper[kind]
-        t.add_row(kind, f"{tau:.3f}", f"{a['balanced_accuracy']:.3f}", pct(a, "flagged_positive", "flagged_negative"),
+        t.add_row(label, f"{tau:.3f}", f"{a['balanced_accuracy']:.3f}", pct(a, "flagged_positive", "flagged_negative"),
                   f"{ptau:.2f}", f"{b['balanced_accuracy']:.3f}", pct(b, "flagged_positive", "flagged_negative"))
     return t

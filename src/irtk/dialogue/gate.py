@@ -2,7 +2,9 @@
 
 Three checks, each with its own threshold (``Thresholds``):
 
-- *redundant*: the question's cosine to an earlier question exceeds ``tau_rep``;
+- *redundant*: it asks again what an earlier question asked — the path gate compares the graph
+  nodes the questions ask (below), else the question's cosine to an earlier question exceeds
+  ``tau_rep``;
 - *restates*: its cosine to the user's request exceeds ``tau_req`` — merely restating the request
   is its own check, because a question that names the request's topic is close to the request
   without repeating anything (the paper folds the request into the history under one threshold);
@@ -19,7 +21,11 @@ Relevance is decided one of two ways (``mode``):
   node on a branch the user did not take is irrelevant, and a question that matches no node
   falls back to the embedding test. Off-branch questions are close to the user's intents in
   embedding space ("Which Asian country?" vs "I want the report to cover Europe"), so the
-  embedding gate cannot tell them apart; the graph can.
+  embedding gate cannot tell them apart; the graph can. The same user also knows which of its
+  questions were already asked: a question that matches a node is redundant exactly when an
+  earlier question matched that node; two different questions of one graph are never repeats of
+  each other however alike their wording, and the cosine test remains for questions that match
+  no node.
 
 Thresholds are calibrated per embedder from C-DAGs (``irtk calibrate``, ``irtk.dialogue.calibrate``)
 and shipped for ``minilm-l6`` and ``mpnet-base-v2`` in ``irtk/dialogue/thresholds/``; any other
@@ -261,17 +267,34 @@ class EmbeddingGate:
             return Verdict(IRRELEVANT, None, rel, 0.0, 0.0)
         return Verdict(ANSWERED, intents[index], rel, 0.0, 0.0)
 
+    def redundancy(self, question: str, history: Sequence[str], graph: Mapping | None = None) -> tuple[bool, float]:
+        """Whether ``question`` asks again what an earlier question asked, and its best cosine
+        to them. Path gate with a graph: a question that matches a node repeats exactly when an
+        earlier question matched the same node, and is compared by cosine only with earlier
+        questions that matched no node; otherwise (and always for the embedding gate) it
+        repeats when its cosine to an earlier question exceeds ``tau_rep``."""
+        sim, _ = self.best(question, history)
+        if self.mode == "path" and graph and history:
+            node_id, _ = self.match_node(question, graph)
+            if node_id is not None:
+                earlier = [self.match_node(h, graph)[0] for h in history]
+                if node_id in earlier:
+                    return True, sim
+                loose = [h for h, n in zip(history, earlier, strict=True) if n is None]
+                return self.best(question, loose)[0] > self.tau_rep, sim
+        return bool(history) and sim > self.tau_rep, sim
+
     def judge(self, question: str, history: Sequence[str], intents: Sequence[str],
               request: str | None = None, *, graph: Mapping | None = None,
               path: Sequence[Mapping] | None = None) -> Verdict:
         """The verdict for ``question`` given the earlier questions, the latent intents, the
         user's request and (path gate) the user's graph and path: redundant, then restates,
         then irrelevant, else answered."""
-        rep, _ = self.best(question, history)
+        redundant, rep = self.redundancy(question, history, graph)
         req, _ = self.best(question, [request] if request else [])
         relevance = replace(self.relevance(question, intents, graph=graph, path=path),
                             history_similarity=rep, request_similarity=req)
-        if history and rep > self.tau_rep:
+        if redundant:
             return replace(relevance, verdict=REDUNDANT, matched_intent=None)
         if request and req > self.tau_req:
             return replace(relevance, verdict=RESTATES, matched_intent=None)

@@ -189,11 +189,11 @@ class IntentRewards:
         for text, tgt, its, hist, req, graph, path in zip(texts, targets, intents, history, requests, graphs,
                                                            paths, strict=True):
             verdict = gate.judge(text, hist, its, req, graph=graph, path=path)
-            repeats = verdict.history_similarity > gate.tau_rep
+            repeats = gate.redundancy(text, hist, graph)[0]
             restates = req is not None and verdict.request_similarity > gate.tau_req
             deviates = gate.relevance(text, its, graph=graph, path=path).verdict == IRRELEVANT
             # How often each already happened in this dialogue: the penalty grows with it.
-            prior_repeats = sum(gate.best(hist[i], hist[:i])[0] > gate.tau_rep for i in range(1, len(hist)))
+            prior_repeats = sum(gate.redundancy(hist[i], hist[:i], graph)[0] for i in range(1, len(hist)))
             prior_restates = sum(gate.best(h, [req])[0] > gate.tau_req for h in hist) if req else 0
             prior_deviations = sum(gate.relevance(h, its, graph=graph, path=path).verdict == IRRELEVANT
                                    for h in hist)
