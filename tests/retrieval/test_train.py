@@ -42,8 +42,22 @@ def test_other_positives_of_the_same_query_are_masked():
         positives.setdefault(e.query, set()).add(e.doc_id)
     masked, _ = _loss(enc, batch, positives, 0.0)
     unmasked, _ = _loss(enc, batch, {e.query: set() for e in batch}, 0.0)
-    # With shared queries unmasked, the positives of the same query compete: a different loss.
-    assert masked.item() != pytest.approx(unmasked.item())
+    # The loss by hand: query i against every document, the other documents of i's own query
+    # (same query text, another positive) left out of the softmax, i's document the target.
+    with torch.no_grad():
+        q = enc.query_tensor([e.query for e in batch], None)
+        d = enc.document_tensor([e.text for e in batch], [e.image for e in batch])
+        logits = enc.scale() * q @ d.T
+    expected = []
+    for i, e in enumerate(batch):
+        keep = [j for j, other in enumerate(batch) if j == i or other.query != e.query]
+        row = logits[i, keep]
+        expected.append(float(torch.logsumexp(row, 0) - logits[i, i]))
+    assert masked.item() == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+    # Without the mask every document competes: the full-row cross-entropy, a higher loss here.
+    full = [float(torch.logsumexp(logits[i], 0) - logits[i, i]) for i in range(len(batch))]
+    assert unmasked.item() == pytest.approx(sum(full) / len(full), rel=1e-5)
+    assert unmasked.item() > masked.item()
 
 
 def test_ciea_loss_decreases_on_a_fixed_batch():

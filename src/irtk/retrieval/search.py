@@ -101,8 +101,7 @@ def read_queries(source: str | Path | None, *, batch_size: int, uses_images: boo
                 try:
                     row["_image"] = decode_image(row["image"], base_dir=base_dir)
                 except InputError as e:
-                    raise InputError(e.message, source=reader.name, row=record, field="image",
-                                     unit="record") from None
+                    raise e.located(source=reader.name, row=record, field="image", unit="record") from None
         yield rows
 
 

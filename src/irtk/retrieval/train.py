@@ -67,7 +67,7 @@ def load_pairs(source: str | Path | None, uses_images: bool) -> list[Example]:
             try:
                 image = decode_image(image, base_dir=base)
             except InputError as e:
-                raise InputError(e.message, source=reader.name, row=i, field="image", unit="record") from None
+                raise e.located(source=reader.name, row=i, field="image", unit="record") from None
         else:
             image = None
         if not row.get("text") and image is None:
