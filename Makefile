@@ -70,10 +70,10 @@ TESTBED_TRAIN ?= --epochs 3 --lr 1e-3 --batch-size 32 --train-vision --force -q
 TESTBED_MODELS ?= ciea ciea-no-comp clip-sum text-only
 testbed: setup
 	mkdir -p $(TESTBED)
-	$(BIN)/python -m irtk.retrieval.testbed build $(TESTBED)
+	$(BIN)/python -m irtk.cli.testbed build $(TESTBED)
 	for m in $(TESTBED_MODELS); do echo $$m $(TESTBED_SEEDS); done | \
-	  OMP_NUM_THREADS=1 xargs -P $(TESTBED_JOBS) -L 1 $(BIN)/python -m irtk.retrieval.testbed run $(TESTBED) --train-args="$(TESTBED_TRAIN)"
-	$(BIN)/python -m irtk.retrieval.testbed table $(foreach m,$(TESTBED_MODELS),$(foreach s,$(TESTBED_SEEDS),$(TESTBED)/$(m)-seed$(s).json)) | tee $(TESTBED)/table.md
+	  OMP_NUM_THREADS=1 xargs -P $(TESTBED_JOBS) -L 1 $(BIN)/python -m irtk.cli.testbed run $(TESTBED) --train-args="$(TESTBED_TRAIN)"
+	$(BIN)/python -m irtk.cli.testbed table $(foreach m,$(TESTBED_MODELS),$(foreach s,$(TESTBED_SEEDS),$(TESTBED)/$(m)-seed$(s).json)) | tee $(TESTBED)/table.md
 
 # IntentRL's Table 1 in miniature on the embedded SmolLM2-135M (CPU, LoRA): the example seeds
 # split by seed into train / held-out; Stage I (GRPO), Stage II (rollouts of the Stage I policy

@@ -12,23 +12,17 @@ text-only retriever can match the archive and the named digit but must guess the
 caption and image embeddings counts the named digit twice; CIEA's extractor is meant to keep
 what the image adds. Train and test sheets use disjoint scans (split once, seed 0).
 
-    python -m irtk.retrieval.testbed build OUT          # train pairs, test docs/queries/qrels
-    python -m irtk.retrieval.testbed run OUT MODEL SEED… [--train-args=ARGS]
-                                                        # train, index, retrieve: OUT/MODEL-seedSEED.json
-    python -m irtk.retrieval.testbed table FILE.json…   # Markdown table, grouped by model
-    python -m irtk.retrieval.testbed weights CKPT DOCS  # a CIEA's extractor weights by region
-
-``make testbed`` runs every model over several seeds and prints the table.
+This module builds the testbed, tabulates runs and reads a CIEA's extractor weights; the
+driver that trains, indexes and evaluates each model (``python -m irtk.cli.testbed``) lives
+with the CLI, since it runs ``irtk train-retriever`` in-process. ``make testbed`` runs every
+model over several seeds and prints the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -104,34 +98,6 @@ def build(out: str | Path, *, seed: int = 0, test_fraction: float = 0.25, train_
     return {"train_pairs": len(train), "test_docs": len(test), "test_queries": len(queries)}
 
 
-def run(out: str | Path, model: str, seed: int, train_args: list[str]) -> Path:
-    """Train ``model`` with ``seed`` on OUT's train pairs, index OUT's test documents with the
-    saved checkpoint and evaluate on the test queries; returns the metrics file
-    (``OUT/MODEL-seedSEED.json``). One process does all three, through the same library calls as
-    ``irtk train-retriever``, ``irtk index`` and ``irtk retrieve`` (training through the CLI
-    in-process), because starting three processes per run costs more than a small run here."""
-    from irtk.cli.main import run as irtk
-    from irtk.io import write_report
-    from irtk.retrieval.config import IndexConfig, RetrieveConfig
-    from irtk.retrieval.index import index_documents
-    from irtk.retrieval.search import retrieve
-
-    out = Path(out)
-    name = f"{model}-seed{seed}"
-    ckpt, index = out / name, out / f"{name}-index"
-    status = irtk(["train-retriever", str(out / "train-pairs.jsonl"), "-o", str(ckpt), *MODELS[model],
-                   "--seed", str(seed), *train_args])
-    if status:
-        raise SystemExit(status)
-    encoder = MODELS[model][1]
-    index_documents(out / "test-docs.jsonl", index, IndexConfig(encoder=encoder, model=str(ckpt)), force=True)
-    metrics = retrieve(out / "test-queries.jsonl", index, RetrieveConfig(k=100, tag=name),
-                       output=out / f"{name}.trec", qrels=out / "test.qrels")
-    report = out / f"{name}.json"
-    write_report(report, {**metrics, "model": model, "seed": seed, "train_args": train_args})
-    return report
-
-
 def extractor_weights(checkpoint: str | Path, docs: str | Path) -> dict:
     """Mean extractor weight w of a trained CIEA over ``docs``' sheets, by region: the patches of
     the digit the caption names, of the other digit, and the blank rows. If the extractor finds
@@ -197,34 +163,3 @@ def table(paths: list[str]) -> str:
         lines.append(f"| {model} | {len(runs)} | " + " | ".join(cells)
                      + f" | {mean - half:.1f}–{mean + half:.1f} | {min(mrr):.1f}–{max(mrr):.1f} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m irtk.retrieval.testbed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build").add_argument("out")
-    p = sub.add_parser("run")
-    p.add_argument("out")
-    p.add_argument("model", choices=list(MODELS))
-    p.add_argument("seeds", type=int, nargs="+")
-    p.add_argument("--train-args", default="", help="extra train-retriever options, one string")
-    sub.add_parser("table").add_argument("files", nargs="+")
-    p = sub.add_parser("weights", help="mean extractor weight by region of a trained CIEA")
-    p.add_argument("checkpoint")
-    p.add_argument("docs")
-    args = parser.parse_args(argv)
-    if args.command == "build":
-        print(json.dumps(build(args.out)), file=sys.stderr)
-    elif args.command == "run":
-        for seed in args.seeds:  # one process for all seeds: starting one costs minutes here
-            run(args.out, args.model, seed, shlex.split(args.train_args))
-    elif args.command == "weights":
-        print(json.dumps(extractor_weights(args.checkpoint, args.docs)))
-    else:
-        print(table(args.files))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
