@@ -17,8 +17,7 @@ from typing import Any
 
 from irtk.dialogue import prompts
 from irtk.dialogue.episode import Episode
-from irtk.dialogue.user import Reply, llm_replies
-from irtk.errors import UsageError
+from irtk.dialogue.user import BackendAgent, Reply, llm_replies
 from irtk.generation import SamplingParams
 from irtk.registry import Registry
 
@@ -46,19 +45,9 @@ class TemplateSummarizer:
         return [Reply(template_summary(e.query, e.kept_exchanges())) for e in episodes]
 
 
-class LLMSummarizer:
+class LLMSummarizer(BackendAgent):
     name = "llm"
-
-    def __init__(self, backend: Any, params: SamplingParams) -> None:
-        self.backend = backend
-        self.params = params
-        self.fallbacks = 0
-
-    @classmethod
-    def create(cls, *, backend: Any = None, params: SamplingParams | None = None, **_: Any) -> LLMSummarizer:
-        if backend is None:
-            raise UsageError("--summary llm needs a generation backend")
-        return cls(backend, params or SamplingParams())
+    option = "--summary llm"
 
     def summarize(self, episodes: Sequence[Episode]) -> list[Reply]:
         replies: list[Reply | None] = [None if e.kept_exchanges() else Reply(e.query) for e in episodes]

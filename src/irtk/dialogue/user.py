@@ -85,10 +85,11 @@ class TemplateUser:
                 for e, v in zip(episodes, verdicts, strict=True)]
 
 
-class LLMUser:
-    """A backend role-playing each user, grounded in the intent the gate matched."""
+class BackendAgent:
+    """What the LLM user and the LLM summary agent share: a backend, sampling parameters, a
+    count of empty replies replaced by the template, and the registry factory."""
 
-    name = "llm"
+    option = "--user llm"  # what a user typed to get this agent (for the error without a backend)
 
     def __init__(self, backend: Any, params: SamplingParams) -> None:
         self.backend = backend
@@ -96,10 +97,16 @@ class LLMUser:
         self.fallbacks = 0
 
     @classmethod
-    def create(cls, *, backend: Any = None, params: SamplingParams | None = None, **_: Any) -> LLMUser:
+    def create(cls, *, backend: Any = None, params: SamplingParams | None = None, **_: Any) -> Any:
         if backend is None:
-            raise UsageError("--user llm needs a generation backend")
+            raise UsageError(f"{cls.option} needs a generation backend")
         return cls(backend, params or SamplingParams())
+
+
+class LLMUser(BackendAgent):
+    """A backend role-playing each user, grounded in the intent the gate matched."""
+
+    name = "llm"
 
     def answer(self, episodes: Sequence[Episode], questions: Sequence[str],
                verdicts: Sequence[Verdict]) -> list[Reply]:

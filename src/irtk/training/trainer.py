@@ -80,7 +80,7 @@ def _grpo_trainer_class() -> type:
     # Controls that read full-vocabulary statistics (S_k, D_k); the rest use TRL's log-probs/entropies.
     no_stats = {"none", "clip-cov", "kl-cov", "top-entropy", "bonus"}
 
-    class IntentGRPOTrainer(GRPOTrainer):
+    class IntentGRPOTrainer(WallClockLog, GRPOTrainer):
         """GRPOTrainer with the per-token entropy-control hook and wall-clock logging."""
 
         def __init__(self, *args: Any, entropy: Any = None, **kwargs: Any) -> None:
@@ -92,8 +92,6 @@ def _grpo_trainer_class() -> type:
             self._hook_inputs: dict | None = None
             self._hook_extra: Any = None
             self._generator = torch.Generator().manual_seed(self.args.seed)
-            self._t0: float | None = None
-            self._wall_offset: float | None = None
 
         # -- the hook ------------------------------------------------------------------------
 
@@ -168,17 +166,23 @@ def _grpo_trainer_class() -> type:
             targets = input_ids[:, -logits_to_keep:]
             return token_stats(logits, targets, mask=mask.bool(), temperature=self.temperature)
 
-        # -- logging -------------------------------------------------------------------------
-
-        def train(self, *args: Any, **kwargs: Any) -> Any:
-            self._t0 = time.perf_counter()
-            return super().train(*args, **kwargs)
-
-        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            logs["wall_time"] = round(_wall_time(self), 3)
-            super().log(logs, start_time)
-
     return IntentGRPOTrainer
+
+
+class WallClockLog:
+    """Mixin for a transformers Trainer: every log row gets ``wall_time``, the seconds of
+    training so far (GRPO and SFT runs alike)."""
+
+    _t0: float | None = None
+    _wall_offset: float | None = None
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        self._t0 = time.perf_counter()
+        return super().train(*args, **kwargs)  # type: ignore[misc]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        logs["wall_time"] = round(_wall_time(self), 3)
+        super().log(logs, start_time)  # type: ignore[misc]
 
 
 def _wall_time(trainer: Any) -> float:
@@ -193,19 +197,8 @@ def _wall_time(trainer: Any) -> float:
 def _sft_trainer_class() -> type:
     from trl import SFTTrainer
 
-    class IntentSFTTrainer(SFTTrainer):
+    class IntentSFTTrainer(WallClockLog, SFTTrainer):
         """SFTTrainer with wall-clock logging (the supervised ablation)."""
-
-        _t0: float | None = None
-        _wall_offset: float | None = None
-
-        def train(self, *args: Any, **kwargs: Any) -> Any:
-            self._t0 = time.perf_counter()
-            return super().train(*args, **kwargs)
-
-        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            logs["wall_time"] = round(_wall_time(self), 3)
-            super().log(logs, start_time)
 
     return IntentSFTTrainer
 
