@@ -78,12 +78,14 @@ def entropy_audit(
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the summary as JSON here.",
                                                    show_default=False)] = None,
     seed: opt.Seed = default_of(A, "seed"),
+    shard: opt.ShardOpt = None,
     config: opt.Config = None,
     progress: opt.ProgressOpt = None,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = 0,
 ) -> None:
-    """Audit entropy of completions under a model (records in, per-sample/per-token rows out)."""
+    """Audit entropy of completions under a model (records in, per-sample/per-token rows out).
+    --shard K/N audits slice K of the records; the summary then describes that slice."""
     import json
 
     from irtk.cli import runtime
@@ -120,10 +122,17 @@ def entropy_audit(
     from irtk.entropy.audit import load_scoring_model, output_schema, run_audit
     from irtk.io import RecordReader, RecordWriter, make_provenance
 
-    reader = RecordReader(input, batch_size=batch_size)
+    part = opt.shard_of(shard)
+    if part is not None and part.count > 1 and (cfg.group_by or verify_step is not None):
+        # Round-robin slices split GRPO groups (their baselines) and the one policy-gradient step
+        # over all samples, so a slice's rows would not be the whole run's rows.
+        what = "--group-by" if cfg.group_by else "--verify-step"
+        raise UsageError(f"{what} needs every record in one run, not shard {part} "
+                         "(from --shard or SLURM_ARRAY_*): give --shard 0/1")
+    reader = RecordReader(input, batch_size=batch_size, shard=part)
     scorer = load_scoring_model(cfg)
     provenance = make_provenance("entropy-audit", source=reader.name, verify_params=verify_params,
-                                 **cfg.recorded())
+                                 shard=str(part) if part else None, **cfg.recorded())
     schema = output_schema(per_token, verify_step is not None)
     with RecordWriter(output, fmt=format, schema=schema, provenance=provenance) as writer, \
             runtime.progress("entropy-audit", total=None) as advance:

@@ -141,6 +141,7 @@ def research(
     limit: Annotated[Optional[int], opt.option(C, "limit", "--limit", min=0, show_default=False)] = None,
     bootstrap: Annotated[int, opt.option(C, "bootstrap", "--bootstrap", min=0)] = D(C, "bootstrap"),
     label: Annotated[Optional[str], opt.option(C, "label", "--label", show_default=False)] = None,
+    shard: opt.ShardOpt = None,
     output: opt.Output = None,
     format: Annotated[Optional[str], typer.Option(
         "--format", envvar="IRTK_FORMAT", help="jsonl, parquet or markdown; default from -o's extension "
@@ -154,7 +155,8 @@ def research(
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = 0,
 ) -> None:
-    """Write one REPORT record per request (and seed); metrics go to stderr and --report."""
+    """Write one REPORT record per request (and seed); metrics go to stderr and --report.
+    --shard K/N researches slice K of a request file (a query in quotes is never sliced)."""
     from irtk.cli import runtime
     from irtk.errors import UsageError
     from irtk.io import RecordReader, make_provenance
@@ -173,8 +175,10 @@ def research(
             batch_size=batch_size, limit=limit, bootstrap=bootstrap, label=label)
     if input in (None, "-") and sys.stdin.isatty():
         raise UsageError("irtk research needs a request in quotes, a request file, or records on stdin")
+    part = None
     if _is_file_argument(input):
-        reader = RecordReader(input, record_type=REQUEST, batch_size=batch_size)
+        part = opt.shard_of(shard)
+        reader = RecordReader(input, record_type=REQUEST, batch_size=batch_size, shard=part)
     else:
         reader = _Requests(input)
     enc = None
@@ -186,7 +190,8 @@ def research(
         raise UsageError("--encoder-model needs --encoder")
     if cfg.clarify == "interactive":
         runtime.state.progress = False  # a progress bar would draw over the questions
-    provenance = make_provenance("research", source=reader.name, **cfg.recorded())
+    provenance = make_provenance("research", source=reader.name, shard=str(part) if part else None,
+                                 **cfg.recorded())
     with _writer(output, format, provenance) as out:
         with runtime.progress(f"research ({cfg.clarify})") as advance:
             result = run_research(cfg, reader, out, out_dir=out_dir, encoder=enc, warn=runtime.warn,

@@ -49,13 +49,15 @@ def retrieve(
                                                show_default=False)] = None,
     device: Device = None,
     batch_size: opt.BatchSize = D(C, "batch_size"),
+    shard: opt.ShardOpt = None,
     config: opt.Config = None,
     progress: opt.ProgressOpt = None,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = 0,
 ) -> None:
     """Hits go to stdout or -o; metrics (with --qrels) go to stderr, or to stdout as JSON when
-    evaluating an existing --run."""
+    evaluating an existing --run. --shard K/N searches slice K of the queries (its metrics cover
+    that slice; concatenate the shards' hits and evaluate them with --run for the whole)."""
     from irtk.cli import runtime
     from irtk.errors import UsageError
     from irtk.retrieval import search as lib
@@ -66,6 +68,8 @@ def retrieve(
     if run is not None:
         if qrels is None:
             raise UsageError("--run needs --qrels")
+        if shard is not None:
+            raise UsageError("--shard slices the queries to search; --run evaluates a whole run")
         result = lib.evaluate_run(run, qrels, cfg)
         _save(report, result)
         typer.echo(json.dumps(result))
@@ -85,7 +89,8 @@ def retrieve(
             return encoder_from_config(built, device=device)
     with runtime.progress("searching") as advance:
         result = lib.retrieve(input, index, cfg, output=output, fmt=format, encoder=enc,
-                              encoder_factory=factory, qrels=qrels, progress=advance)
+                              encoder_factory=factory, qrels=qrels, progress=advance,
+                              shard=opt.shard_of(shard))
     if result is not None:
         _save(report, result)
         if not quiet:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from irtk.errors import InputError, UsageError
-from irtk.io import RecordReader, RecordWriter, make_provenance, resolve_format
+from irtk.io import RecordReader, RecordWriter, Shard, make_provenance, resolve_format
 from irtk.records import HIT, QUERY
 from irtk.retrieval import metrics as M
 from irtk.retrieval.config import RetrieveConfig
@@ -84,9 +84,11 @@ def search_vectors(loaded: LoadedIndex, queries: np.ndarray, k: int) -> list[lis
     return results  # type: ignore[return-value]
 
 
-def read_queries(source: str | Path | None, *, batch_size: int, uses_images: bool) -> Iterator[list[dict]]:
-    """Validated query rows in batches (``qid``, ``query``, optional ``image`` decoded)."""
-    reader = RecordReader(source, record_type=QUERY, batch_size=batch_size)
+def read_queries(source: str | Path | None, *, batch_size: int, uses_images: bool,
+                 shard: Shard | None = None) -> Iterator[list[dict]]:
+    """Validated query rows in batches (``qid``, ``query``, optional ``image`` decoded); with
+    ``shard``, only that slice of the queries."""
+    reader = RecordReader(source, record_type=QUERY, batch_size=batch_size, shard=shard)
     base_dir = None if reader.path is None else reader.path.parent
     seen: set[str] = set()
     record = 0
@@ -147,10 +149,12 @@ def output_format(fmt: str | None, output: Path | None) -> str:
 def retrieve(queries: str | Path | None, index_dir: str | Path, cfg: RetrieveConfig | None = None, *,
              output: Path | None = None, fmt: str | None = None, encoder: Any = None,
              encoder_factory: Callable[[dict], Any] | None = None, qrels: str | Path | None = None,
-             progress: Callable[[int], None] | None = None) -> dict | None:
-    """Search every query; write hits (JSONL/Parquet rows or a TREC run); return metrics when
-    ``qrels`` is given. ``encoder`` overrides the index's own encoder and must match it;
-    ``cfg`` holds k, the tag, faiss settings and the metric semantics."""
+             progress: Callable[[int], None] | None = None, shard: Shard | None = None) -> dict | None:
+    """Search every query (or ``shard``'s slice of them); write hits (JSONL/Parquet rows or a TREC
+    run); return metrics when ``qrels`` is given. ``encoder`` overrides the index's own encoder
+    and must match it; ``cfg`` holds k, the tag, faiss settings and the metric semantics. A
+    shard's metrics cover its own queries: the other slices' judged queries are not counted as
+    missing (evaluate the concatenated hits with ``evaluate_run`` for the whole)."""
     cfg = cfg or RetrieveConfig()
     k, batch_size = cfg.k, cfg.batch_size
     fmt = output_format(fmt, output)
@@ -166,12 +170,14 @@ def retrieve(queries: str | Path | None, index_dir: str | Path, cfg: RetrieveCon
     search_params = cfg.search_params or default_search_params(loaded.index, k)
     apply_search_params(loaded.index, search_params)
     prov = make_provenance("retrieve", index=str(index_dir), encoder=built, k=k,
-                           factory=loaded.meta.get("factory"), search_params=search_params)
+                           factory=loaded.meta.get("factory"), search_params=search_params,
+                           shard=str(shard) if shard else None)
     run: dict[str, dict[str, float]] = {}
     writer: Any = (_TrecWriter(output, cfg.tag) if fmt == "trec"
                    else RecordWriter(output, fmt=fmt, record_type=HIT, provenance=prov))
     with writer:
-        for rows in read_queries(queries, batch_size=batch_size, uses_images=encoder.uses_images):
+        for rows in read_queries(queries, batch_size=batch_size, uses_images=encoder.uses_images,
+                                 shard=shard):
             vecs = encoder.encode_queries([r["query"] for r in rows], [r.get("_image") for r in rows],
                                           batch_size=batch_size)
             hits = search_vectors(loaded, vecs, k)
@@ -186,6 +192,10 @@ def retrieve(queries: str | Path | None, index_dir: str | Path, cfg: RetrieveCon
                 progress(len(rows))
     if judgements is None:
         return None
+    if shard is not None:
+        judgements = {q: j for q, j in judgements.items() if q in run}
+        if not judgements:
+            raise InputError(f"no judged query in shard {shard}", source=str(qrels))
     return M.evaluate(run, judgements, ties=cfg.ties, gain=cfg.gain, average=cfg.average)
 
 
