@@ -46,7 +46,7 @@ demo: setup
 	$(BIN)/irtk show $(OUT)/records.parquet --schema
 	$(BIN)/irtk show $(OUT)/records.parquet --head 1
 	$(BIN)/irtk index examples/corpus.jsonl -o $(OUT)/corpus-index --force
-	$(BIN)/irtk retrieve examples/corpus-queries.jsonl -i $(OUT)/corpus-index -k 10 --qrels examples/corpus.qrels -o $(OUT)/corpus.trec
+	$(BIN)/irtk retrieve examples/corpus-queries.jsonl -i $(OUT)/corpus-index -k 10 --qrels examples/corpus.qrels -o $(OUT)/corpus.trec --report $(OUT)/corpus-metrics.json
 	$(BIN)/irtk expand examples/seeds.jsonl -o $(OUT)/trajectories.parquet --retries 1 --rejects $(OUT)/expand-rejects.jsonl --report $(OUT)/expand-stats.json --draw $(OUT)/graphs
 	$(BIN)/irtk show $(OUT)/trajectories.parquet --head 1
 	# The brief's pipeline on the embedded SmolLM2, cut to 8 dialogues of 3 turns so the demo takes
@@ -54,7 +54,8 @@ demo: setup
 	$(BIN)/irtk expand examples/seeds.jsonl --no-build -q | $(BIN)/irtk simulate --limit 8 --max-turns 3 --report $(OUT)/metrics.json > $(OUT)/dialogs.parquet
 	# The oracle clarifier (asks the graph's own questions) on every trajectory: the upper bound.
 	$(BIN)/irtk simulate $(OUT)/trajectories.parquet --policy oracle --summary template --max-turns 3 --report $(OUT)/oracle-metrics.json -o $(OUT)/oracle-dialogs.parquet
-	$(BIN)/irtk show $(OUT)/dialogs.parquet --head 1
+	# What ran, the key figures (from the reports above) and where the files are.
+	$(BIN)/irtk show --summary $(OUT)
 
 # CIEA's testbed (two digits per sheet, the caption naming one): text-only, CLIP-sum, CIEA and
 # CIEA without the complementary loss, each trained from scratch on CPU over TESTBED_SEEDS,

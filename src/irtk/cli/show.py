@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -23,6 +24,10 @@ def show(
                                                 show_default=False)] = None,
     schema: Annotated[bool, typer.Option("--schema", help="Print the Arrow schema and provenance.")] = False,
     count: Annotated[bool, typer.Option("--count", help="Print the number of records.")] = False,
+    summary: Annotated[Optional[Path], typer.Option(
+        "--summary", metavar="DIR", help="Instead: summarise a run folder for a person: what ran and the "
+        "key figures from its --report JSON files (retrieve, expand, simulate; a missing one is "
+        "named), and its files.", show_default=False)] = None,
     output: opt.Output = None,
     format: opt.Format = None,
     batch_size: opt.BatchSize = 65536,
@@ -32,9 +37,18 @@ def show(
     verbose: opt.Verbose = 0,
 ) -> None:
     """Pretty-print to the terminal; convert when --format or -o is given or stdout is a
-    .jsonl/.parquet file (``irtk show a.jsonl > a.parquet``)."""
+    .jsonl/.parquet file (``irtk show a.jsonl > a.parquet``); --summary DIR describes a run folder."""
     from irtk import show as lib
     from irtk.io import stdout_target
+
+    if summary is not None:
+        from irtk.errors import UsageError
+        from irtk.reports import summary_lines
+
+        if inputs or schema or count or output is not None:
+            raise UsageError("--summary DIR reads the folder's reports: give no inputs, --schema, --count or -o")
+        typer.echo("\n".join(summary_lines(summary)))
+        return
 
     converting = format is not None or output is not None or (
         stdout_target() is not None and stdout_target().suffix.lower() in lib.DATA_SUFFIXES
