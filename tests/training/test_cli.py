@@ -46,8 +46,6 @@ def test_use_vllm_on_cpu_says_why(tmp_path, tiny_llama, trajectories):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known defect (#11 open): metrics.parquet of this short run lacks the "
-                          "loss and learning_rate columns", strict=False)
 def test_offline_then_online_checkpoints_plug_into_simulate(tmp_path, tiny_llama, trajectories):
     """Stage I and Stage II (real presets, real embedder) write loadable checkpoints with metrics
     and provenance, evaluated on held-out seeds; the checkpoint is a --model for simulate."""

@@ -171,16 +171,27 @@ def _grpo_trainer_class() -> type:
 
 class WallClockLog:
     """Mixin for a transformers Trainer: every log row gets ``wall_time``, the seconds of
-    training so far (GRPO and SFT runs alike)."""
+    training so far (GRPO and SFT runs alike), and the metrics a callback queued with
+    ``log_with_next_row`` (the held-out evaluation)."""
 
     _t0: float | None = None
     _wall_offset: float | None = None
+    _queued: dict | None = None
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         self._t0 = time.perf_counter()
         return super().train(*args, **kwargs)  # type: ignore[misc]
 
+    def log_with_next_row(self, values: Mapping[str, float]) -> None:
+        """Add ``values`` to the step's next log row. A callback must not call ``log`` itself
+        from ``on_step_end``: transformers' ``on_log`` clears ``should_log``, so that step's own
+        row (loss, grad norm, learning rate) would never be written."""
+        self._queued = {**(self._queued or {}), **values}
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._queued:
+            logs.update(self._queued)
+            self._queued = None
         logs["wall_time"] = round(_wall_time(self), 3)
         super().log(logs, start_time)  # type: ignore[misc]
 
@@ -271,7 +282,7 @@ def _eval_callback(held: Any, every: int, get_trainer: Callable[[], Any], sink: 
                 lm = trainer.accelerator.unwrap_model(trainer.model)
                 flat, _ = held.evaluate(lm, trainer.processing_class)
                 sink.append({"step": state.global_step, **flat})
-                trainer.log(dict(flat))
+                trainer.log_with_next_row(flat)
 
     return HeldOutEval()
 
