@@ -54,6 +54,18 @@ def test_jsonl_parquet_round_trip_keeps_nested_graph_and_unknown_columns(tmp_pat
     assert prov["stage"] == "test" and prov["seed"] == 3 and "irtk_version" in prov
 
 
+def test_untyped_rows_of_a_known_type_keep_its_layout(tmp_path):
+    """Rows written without a record type (a seed split, a merge) still get the C-DAG's keyed-list
+    layout: graphs with different node ids in one file come back with only their own nodes."""
+    other = {**GRAPH, "nodes": {"a1": {**GRAPH["nodes"]["q1"], "id": "a1"}}, "start_node_ids": ["a1"]}
+    rows = [seed(0), seed(1, graph=other)]
+    out = tmp_path / "untyped.parquet"
+    with RecordWriter(out) as w:
+        w.write_rows(rows)
+    back = read_rows(out)
+    assert [list(r["graph"]["nodes"]) for r in back] == [["q1", "q2", "q3"], ["a1"]]
+
+
 def test_parquet_to_jsonl_restores_the_appendix_layout(tmp_path):
     out = tmp_path / "a.parquet"
     with RecordWriter(out, record_type=SEED) as w:

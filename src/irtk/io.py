@@ -498,6 +498,12 @@ class RecordWriter:
     def write_rows(self, rows: Iterable[dict]) -> None:
         """Write records given as dicts (JSON layout)."""
         rows = list(rows)
+        if self.known is None and rows:
+            # Untyped rows of a known record type (a C-DAG's ``nodes`` is a dict in JSON, a keyed
+            # list in Parquet) get that type's Arrow layout, not one inferred from the dicts.
+            detected = detect(rows[0])
+            if detected is not None:
+                self.known = detected.schema
         if self.format == "jsonl":
             self._fh.write("".join(dumps(r) + "\n" for r in rows).encode("utf-8"))
             self._fh.flush()  # a downstream stage on the pipe can start on these now

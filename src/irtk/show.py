@@ -34,8 +34,6 @@ def convert(
     through dicts where a field's JSON and Arrow layouts differ (the C-DAG's ``nodes``). The
     first input's provenance is kept.
     """
-    from irtk.records import detect
-
     sources = sources if isinstance(sources, list) else [sources]
     readers = iter(RecordReader(s, batch_size=batch_size, shard=shard) for s in sources)
     first = next(readers)
@@ -54,10 +52,6 @@ def convert(
                         break
             else:
                 for rows in reader.batches():
-                    if writer.known is None and rows:
-                        detected = detect(rows[0])
-                        if detected is not None:
-                            writer.known = detected.schema
                     if left is not None:
                         rows = rows[:left]
                         left -= len(rows)
