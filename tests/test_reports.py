@@ -82,3 +82,41 @@ def test_reports_are_recognised_by_content():
     assert stage_of({"MRR@10": 1, "NDCG@10": 1, "Recall@5": 1, "Hit@1": 1}) == "retrieve"
     assert stage_of({"stage": "research"}) is None and stage_of([1, 2]) is None
     assert stage_of({"tau_rel": 0.4, "provenance": {"stage": "calibrate"}}) is None
+
+
+def test_results_page_includes_tables_reports_figures_and_names_the_missing(tmp_path):
+    """``python -m irtk.reports page``: items in command-line order, an entropy audit's summary as
+    a table of rule fractions, figures linked relative to the page, a missing file shown as missing."""
+    from irtk.reports import main
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "table.md").write_text("| policy | P |\n|---|---|\n| oracle | 100 |\n")
+    write_report(tmp_path / "audit.json", {
+        "samples": 4, "tokens": 40, "mean_entropy": 1.25, "median_entropy": 1.0, "p90_entropy": 2.5,
+        "rules": {"clipb": {"clip_fraction": 0.05}, "clipv": {"clip_fraction": 0.0125}},
+        "predicted_dh_per_lr": {"negative": {"tokens": 20, "sum": -0.5, "mean": -0.025}}})
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "curve.png").write_bytes(b"\x89PNG\r\n")
+    page = tmp_path / "site" / "results.md"
+    page.parent.mkdir()
+    status = main(["page", str(page), "--title", "Study", "--note", "took 3 minutes",
+                   "--table", f"Held-out={tmp_path}/t/table.md", "--figure", f"Curves={tmp_path}/plots/curve.png",
+                   "--report", f"Audit={tmp_path}/audit.json", "--figure", f"Gone={tmp_path}/plots/none.png",
+                   "--table", f"Research={tmp_path}/missing.md"])
+    assert status == 0
+    text = page.read_text()
+    assert text.startswith("# Study\n\ntook 3 minutes\n")
+    assert text.index("## Held-out") < text.index("![Curves]") < text.index("## Audit") < text.index("## Research")
+    assert "| oracle | 100 |" in text and "![Curves](../plots/curve.png)" in text
+    assert "| Clip_B | 5.00% |" in text and "| Clip_V | 1.25% |" in text and "| negative | 20 | -0.5 |" in text
+    assert "mean 1.250" in text
+    assert f"*MISSING: {tmp_path}/plots/none.png (the step did not run)*" in text
+    assert f"*MISSING: {tmp_path}/missing.md (the step did not run)*" in text
+
+
+def test_results_page_refuses_a_report_it_does_not_know(tmp_path, capsys):
+    from irtk.reports import main
+
+    write_report(tmp_path / "other.json", {"anything": 1})
+    assert main(["page", str(tmp_path / "r.md"), "--title", "T", "--report", f"X={tmp_path}/other.json"]) == 1
+    assert "other.json" in capsys.readouterr().err and not (tmp_path / "r.md").exists()

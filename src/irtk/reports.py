@@ -125,3 +125,112 @@ def summary_lines(folder: str | Path) -> list[str]:
         lines.append("  (empty)")
     lines += ["", "Look inside a record file with `irtk show FILE --head 1` or `irtk show FILE --schema`."]
     return lines
+
+
+# ----------------------------------------------------------------------------- the results page
+
+ENTROPY_RULES = (("clipb", "Clip_B"), ("clipv", "Clip_V"), ("clip-cov", "Clip-Cov"), ("top-entropy", "top-entropy"))
+
+
+def entropy_markdown(data: Mapping) -> str:
+    """An ``irtk entropy-audit --report`` summary as Markdown: tokens, entropy, the share of tokens
+    each rule would clip, and the predicted entropy change per unit learning rate by advantage sign."""
+    lines = [f"{data.get('samples', '?')} samples, {data.get('tokens', '?')} completion tokens; token entropy "
+             f"mean {_num(data.get('mean_entropy'), '.3f')}, median {_num(data.get('median_entropy'), '.3f')}, "
+             f"90th percentile {_num(data.get('p90_entropy'), '.3f')} nats.", ""]
+    rules = data.get("rules") or {}
+    if rules:
+        lines += ["| rule | tokens it would clip |", "|---|---:|"]
+        for key, label in ENTROPY_RULES:
+            frac = (rules.get(key) or {}).get("clip_fraction")
+            if frac is not None:
+                lines.append(f"| {label} | {100 * frac:.2f}% |")
+        lines.append("")
+    predicted = data.get("predicted_dh_per_lr")
+    if predicted:
+        lines += ["| advantage | tokens | predicted dH / lr (sum) |", "|---|---:|---:|"]
+        lines += [f"| {sign} | {p['tokens']} | {_num(p.get('sum'), '.4g')} |" for sign, p in predicted.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _report_markdown(path: Path) -> str:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, Mapping) and "mean_entropy" in data and "rules" in data:
+        return entropy_markdown(data)
+    stage = stage_of(data)
+    if stage is None:
+        raise InputError("not a report the results page knows (entropy-audit, retrieve, expand, simulate)",
+                         source=str(path))
+    return f"irtk {stage}: {_LINES[stage](data)}\n"
+
+
+def results_page(items: list[tuple[str, str, Path]], output: Path, *, title: str, notes: list[str] = ()) -> str:
+    """One Markdown page from the study's artefacts, in order: ``("table", heading, file.md)``
+    includes a Markdown file, ``("report", heading, file.json)`` formats a stage's JSON report,
+    ``("figure", caption, file.png)`` links a picture (relative to the page). A missing file is
+    shown as missing on the page, never left out silently. Written atomically to ``output``."""
+    import os
+
+    output = Path(output)
+    out = [f"# {title}", "", *notes, ""] if notes else [f"# {title}", ""]
+    for kind, heading, path in items:
+        path = Path(path)
+        if kind not in ("table", "report", "figure"):
+            raise ValueError(f"unknown item kind {kind!r}")
+        if not path.is_file():
+            out += ([f"## {heading}", ""] if kind != "figure" else []) + [f"*MISSING: {path} (the step did not run)*", ""]
+            continue
+        if kind == "figure":
+            out += [f"![{heading}]({os.path.relpath(path, output.parent)})", "", f"*{heading}*", ""]
+        elif kind == "table":
+            out += [f"## {heading}", "", path.read_text(encoding="utf-8").rstrip(), ""]
+        else:
+            try:
+                out += [f"## {heading}", "", _report_markdown(path).rstrip(), ""]
+            except (UnicodeDecodeError, ValueError) as e:
+                raise InputError(f"not readable as JSON ({e})", source=str(path)) from e
+    text = "\n".join(out).rstrip() + "\n"
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)
+    return text
+
+
+def _item(kind: str):
+    def parse(value: str) -> tuple[str, str, Path]:
+        import argparse
+
+        if "=" not in value:
+            raise argparse.ArgumentTypeError(f"expected TITLE=FILE, got {value!r}")
+        heading, path = value.rsplit("=", 1)
+        return kind, heading, Path(path)
+    return parse
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m irtk.reports page OUT.md --title T [--note LINE] (--table|--report|--figure) TITLE=FILE ...``"""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m irtk.reports", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    page = sub.add_parser("page", help="write the results page (Markdown) from tables, reports and figures")
+    page.add_argument("output", type=Path)
+    page.add_argument("--title", required=True)
+    page.add_argument("--note", action="append", default=[], help="a line under the title (repeatable)")
+    for kind in ("table", "report", "figure"):
+        page.add_argument(f"--{kind}", action="append", dest="items", default=[], metavar="TITLE=FILE",
+                          type=_item(kind), help=f"a {kind} on the page, in command-line order")
+    args = p.parse_args(argv)
+    try:
+        results_page(args.items, args.output, title=args.title, notes=args.note)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"results page: {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
