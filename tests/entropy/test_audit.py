@@ -147,10 +147,20 @@ def test_cli_training_curves_only(tmp_path: Path) -> None:
         pq.write_table(pa.table({"step": [1, 2, 3], "entropy": [1.0, 0.8, 0.5], "reward": [0.1, 0.3, 0.4],
                                  clip: [0.0, 0.001, 0.002]}), tmp_path / run / "metrics.parquet")
     plots = tmp_path / "plots"
+    report = tmp_path / "runs.json"
     proc = run_irtk("entropy-audit", "--metrics", str(tmp_path / "a" / "metrics.parquet"),
-                    "--metrics", str(tmp_path / "b" / "metrics.parquet"), "--plots", str(plots))
+                    "--metrics", str(tmp_path / "b"), "--plots", str(plots), "--report", str(report))
     assert proc.returncode == 0, proc.stderr.decode()
-    assert proc.stdout == b""
+    # stdout: the runs side by side as a Markdown table (first -> last (mean) per curve)
+    lines = proc.stdout.decode().splitlines()
+    assert lines[0] == ("| run | steps | entropy: first → last (mean) | reward: first → last (mean) | "
+                        "clip_fraction: first → last (mean) |")
+    assert lines[2] == "| a | 3 | 1 → 0.5 (0.7667) | 0.1 → 0.4 (0.2667) | 0 → 0.002 (0.001) |"
+    assert lines[3].startswith("| b | 3 |") and len(lines) == 4
+    runs = json.loads(report.read_text())["runs"]
+    assert [r["run"] for r in runs] == ["a", "b"]
+    assert runs[1]["curves"]["entropy_control/clip_fraction"]["values"] == [0.0, 0.001, 0.002]
+    assert runs[1]["curves"]["entropy_control/clip_fraction"]["steps"] == [1, 2, 3]
     assert (plots / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     bad = run_irtk("entropy-audit", "--metrics", str(tmp_path / "a" / "metrics.parquet"), "--plots",
                    str(plots), "--curves", "entropy,kl")

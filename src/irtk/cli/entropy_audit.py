@@ -23,8 +23,9 @@ def register(app: typer.Typer) -> None:
              "(or per token with --per-token); prints mean entropy and the fraction of tokens "
              "Clip_B, Clip_V, Clip-Cov and top-entropy would clip. --verify-step LR takes one real "
              "policy-gradient step and reports how well the prediction tracks the measured change. "
-             "--metrics FILE --plots DIR draws training curves (alone when no INPUT is given; '-' "
-             "audits stdin too).",
+             "--metrics FILE --plots DIR draws training curves (alone when no INPUT is given, with a "
+             "Markdown table of each run's first, last and mean values on stdout and --report as "
+             "JSON; '-' audits stdin too).",
     )(entropy_audit)
 
 
@@ -87,6 +88,7 @@ def entropy_audit(
     """Audit entropy of completions under a model (records in, per-sample/per-token rows out).
     --shard K/N audits slice K of the records; the summary then describes that slice."""
     import json
+    import sys
 
     from irtk.cli import runtime
     from irtk.errors import UsageError
@@ -107,6 +109,11 @@ def entropy_audit(
         path = plot_training_curves(metrics, plots, columns=curve_columns)
         runtime.info(f"training curves: {path}")
     if curves_only:
+        from irtk.entropy.plots import curve_summary
+
+        runs = curve_summary(metrics, columns=curve_columns)
+        sys.stdout.write(runs_markdown(runs, curve_columns))
+        opt.write_report(report, {"runs": runs})
         return
 
     control = EntropyControlConfig(clipb_mu=clipb_mu, clipv_mu=clipv_mu, clipv_max_frac=clipv_max_frac,
@@ -162,6 +169,25 @@ def _plots(result: object, out: Path, model: str) -> None:
             plot_verify(verify["first_order_predicted"], verify["measured"], verify["advantage"],
                         verify["first_order"], out, name="verify_first_order.png",
                         xlabel="predicted dH, the head's exact first order (all token pairs)")
+
+
+def runs_markdown(runs: list[dict], columns: list[str]) -> str:
+    """Training runs side by side as a Markdown table: per run its steps, and per curve the
+    value at the first and last logged step and the mean over steps ("-": not logged)."""
+    from irtk.entropy.plots import match_columns
+
+    head = ["run", "steps", *(f"{c}: first → last (mean)" for c in columns)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for run in runs:
+        curves = run["curves"]
+        steps = sorted({s for c in curves.values() for s in c["steps"]})
+        cells = [run["run"], str(len(steps))]
+        for spec in columns:
+            found = match_columns(curves, spec)
+            c = curves[found[0]] if found else None
+            cells.append("-" if c is None else f"{c['first']:.4g} → {c['last']:.4g} ({c['mean']:.4g})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _pct(x: float | None) -> str:

@@ -4,12 +4,15 @@
   change per unit learning rate (A * D) by advantage sign.
 - ``plot_verify``: the one-step check's calibration (measured against predicted dH).
 - ``plot_training_curves``: chosen columns of one or several ``metrics.parquet`` files against
-  the step, one panel per column, runs side by side (the trainers' ``--plots`` use it too).
+  the step, one panel per column (or column pattern), runs side by side — the one drawing of
+  training curves: ``irtk entropy-audit --metrics`` and the trainers' ``--plots``
+  (``irtk.training.plots``) both use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fnmatch
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +148,19 @@ def plot_verify(predicted: np.ndarray, measured: np.ndarray, advantage: np.ndarr
     return _save(fig, out / name)
 
 
-def _read_metrics(path: Path) -> dict[str, np.ndarray]:
+def metrics_file(path: str | Path) -> Path:
+    """A run's ``metrics.parquet``: the path itself, or the file inside a checkpoint folder."""
+    path = Path(path)
+    return path / "metrics.parquet" if path.is_dir() else path
+
+
+def read_metric_columns(path: str | Path) -> dict[str, np.ndarray]:
+    """The numeric columns of a ``metrics.parquet`` (or a checkpoint folder) as float arrays
+    (missing values are NaN)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    path = metrics_file(path)
     if not path.exists():
         raise InputError("no such file", source=str(path))
     try:
@@ -163,12 +175,21 @@ def _read_metrics(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _column(data: dict[str, np.ndarray], name: str) -> str | None:
-    """``name`` itself, else the first column namespaced around it (``clip_fraction`` finds the
-    trainers' ``entropy_control/clip_fraction``, ``entropy`` finds ``entropy/all_tokens``)."""
-    if name in data:
-        return name
-    return next((c for c in sorted(data) if c.endswith("/" + name) or c.startswith(name + "/")), None)
+def match_columns(data: Mapping[str, Any], spec: str) -> list[str]:
+    """The columns one panel draws. ``spec`` is one or more alternatives joined by ``|``, each
+    a column name, a glob pattern (``rewards/*/mean``: every match) or a bare name found inside
+    a namespaced column (``clip_fraction`` finds the trainers' ``entropy_control/clip_fraction``,
+    the first in name order)."""
+    found: list[str] = []
+    for part in (p.strip() for p in spec.split("|")):
+        if part in data:
+            matches = [part]
+        elif any(ch in part for ch in "*?["):
+            matches = sorted(c for c in data if fnmatch.fnmatchcase(c, part))
+        else:
+            matches = [c for c in sorted(data) if c.endswith("/" + part) or c.startswith(part + "/")][:1]
+        found.extend(m for m in matches if m not in found)
+    return found
 
 
 def _run_label(path: Path, seen: set[str]) -> str:
@@ -179,39 +200,82 @@ def _run_label(path: Path, seen: set[str]) -> str:
     return label
 
 
+def _load_runs(paths: Sequence[str | Path]) -> list[tuple[str, Path, dict[str, np.ndarray]]]:
+    """(label, file, numeric columns) per run; labels are folder names, made unique."""
+    runs, seen = [], set()
+    for p in map(metrics_file, paths):
+        runs.append((_run_label(p, seen), p, read_metric_columns(p)))
+    return runs
+
+
+def _steps(data: Mapping[str, np.ndarray], step: str | None, n: int) -> np.ndarray:
+    """The x values: the step column (``step``, else ``global_step``), else the row number."""
+    key = step or next((c for c in STEP_COLUMNS if c in data), None)
+    return data[key] if key in data else np.arange(n, dtype=np.float64)
+
+
+def curve_summary(paths: Sequence[str | Path], *, columns: Sequence[str] = DEFAULT_CURVES,
+                  step: str | None = None) -> list[dict]:
+    """The figures behind ``plot_training_curves``, one dict per run: ``run`` (its label),
+    ``file``, and ``curves``: for each matched column, its logged ``steps`` and ``values`` and
+    the ``first``, ``last`` and ``mean`` value (rows without the column are skipped)."""
+    out = []
+    for label, path, data in _load_runs(paths):
+        curves = {}
+        for spec in columns:
+            for col in match_columns(data, spec):
+                y = data[col]
+                x = _steps(data, step, len(y))
+                ok = ~np.isnan(y)
+                if ok.any():
+                    values = y[ok]
+                    curves[col] = {"steps": [int(v) for v in x[ok]], "values": values.tolist(),
+                                   "first": float(values[0]), "last": float(values[-1]),
+                                   "mean": float(values.mean())}
+        out.append({"run": label, "file": str(path), "curves": curves})
+    return out
+
+
 def plot_training_curves(paths: Sequence[str | Path], out_dir: str | Path, *,
                          columns: Sequence[str] = DEFAULT_CURVES, step: str | None = None,
-                         name: str = "training_curves.png") -> Path:
-    """Chosen ``columns`` of one or several ``metrics.parquet`` files against the step, one panel
-    per column, one line per file (labelled by its folder). A column is matched by its name, else
-    by a namespaced column around it (``entropy_control/clip_fraction``). The step column is
-    ``step`` (else ``global_step``, else the row number). A column missing from every file is an
-    error; missing from some, those runs are left out of that panel."""
+                         name: str = "training_curves.png", skip_missing: bool = False) -> Path | None:
+    """Chosen ``columns`` of one or several runs (``metrics.parquet`` files or checkpoint
+    folders) against the step: one panel per entry of ``columns``, one line per run and matched
+    column (see ``match_columns``), runs labelled by their folder. The step column is ``step``
+    (else ``global_step``, else the row number). A panel no run has is an error, or left out
+    with ``skip_missing`` (then ``None`` when nothing is left to draw); a run lacking a panel's
+    column is left out of that panel. Both ``irtk entropy-audit --metrics`` and the trainers'
+    ``--plots`` draw with it."""
+    runs = _load_runs(paths)
+    panels = []
+    for spec in columns:
+        lines = [(label, data, col) for label, _, data in runs for col in match_columns(data, spec)]
+        if lines:
+            panels.append((spec, lines))
+        elif not skip_missing:
+            available = sorted({c for _, _, data in runs for c in data})
+            raise InputError(f"no file has a numeric column {spec!r} (columns: {', '.join(available)})",
+                             source=str(runs[0][1]) if len(runs) == 1 else "metrics files")
+    if not panels:
+        return None
     plt = _pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs, seen = [], set()
-    for p in map(Path, paths):
-        runs.append((_run_label(p, seen), p, _read_metrics(p)))
-    for column in columns:
-        if not any(_column(data, column) for _, _, data in runs):
-            available = sorted({c for _, _, data in runs for c in data})
-            raise InputError(f"no file has a numeric column {column!r} (columns: {', '.join(available)})",
-                             source=str(runs[0][1]) if len(runs) == 1 else "metrics files")
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 3.8), squeeze=False)
-    for ax, column in zip(axes[0], columns, strict=True):
-        for label, _, data in runs:
-            found = _column(data, column)
-            if found is None:
-                continue
-            key = step or next((c for c in STEP_COLUMNS if c in data), None)
-            y = data[found]
-            x = data[key] if key in data else np.arange(len(y))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (spec, lines) in zip(axes[0], panels, strict=True):
+        several = len({col for _, _, col in lines}) > 1
+        for label, data, col in lines:
+            y = data[col]
+            x = _steps(data, step, len(y))
             ok = ~np.isnan(y)
-            ax.plot(x[ok], y[ok], marker="o" if ok.sum() < 30 else None, markersize=3, label=label)
-        ax.set_title(column)
+            if not ok.any():
+                continue
+            text = (f"{label}: {col}" if len(runs) > 1 else col) if several else label
+            ax.plot(x[ok], y[ok], marker="o" if ok.sum() < 30 else None, markersize=3, label=text)
+        ax.set_title(spec)
         ax.set_xlabel(step or "step")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        if several or ax is axes[0][0]:  # the run legend once; per panel where columns differ
+            ax.legend(fontsize=7)
     fig.suptitle("Training curves")
     return _save(fig, out / name)
