@@ -23,6 +23,12 @@ CONTROLS = Registry("entropy control", "--entropy-control", {
     "bonus": "irtk.entropy.control:entropy_bonus",
 })
 
+# Rules TRL's GRPOTrainer has itself (arXiv 2506.01939's 80/20 rule; the entropy bonus), by the
+# field both EntropyControlConfig and TRL's GRPOConfig name their parameter with: irtk's GRPO trainer
+# sets TRL's field from the control's parameter and leaves the rule to TRL (its hook only logs the
+# rule's clip fraction). The functions in irtk.entropy.control serve the audit and other trainers.
+TRL_NATIVE = {"top-entropy": "top_entropy_quantile", "bonus": "entropy_coef"}
+
 # Below this, the batch statistic is degenerate and Clip_B / Clip_V clip nothing (authors' code).
 STD_FLOOR = 1e-12
 

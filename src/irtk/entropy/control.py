@@ -34,6 +34,10 @@ Clip_B and Clip_V follow the authors' code (Trinity-RFT ``clipb_advantage.py`` /
 is below 1e-12, and only negative-advantage tokens are dropped (Clip_V's code also lets
 zero-advantage tokens through its D test; they carry no gradient, so here they are left alone as
 the paper describes). Clip-Cov and KL-Cov follow Cui et al.'s verl code.
+
+irtk's GRPO trainer leaves ``top-entropy`` and ``bonus`` to TRL's own ``top_entropy_quantile`` and
+``entropy_coef`` (``TRL_NATIVE``); ``top_entropy`` and ``entropy_bonus`` here serve the audit's
+summary and trainers without them.
 """
 
 from __future__ import annotations

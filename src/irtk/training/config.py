@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 
 from irtk.config import require, setting
 from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP
-from irtk.entropy.config import CONTROLS, EntropyControlConfig
+from irtk.entropy.config import CONTROLS, TRL_NATIVE, EntropyControlConfig
 from irtk.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
 METHODS = ("grpo", "sft")
@@ -29,6 +29,9 @@ STAGES = ("offline", "online")
 PAPER = {"learning_rate": 1e-6, "per_device_train_batch_size": 8, "num_train_epochs": 4,
          "num_generations": 8, "max_prompt_length": 4096, "max_completion_length": 1024,
          "content_weight": 2.0, "penalty_weight": 2.0}
+
+# TRL's GRPOConfig values that leave its own entropy rules off.
+TRL_OFF = {"top_entropy_quantile": 1.0, "entropy_coef": 0.0}
 
 
 @dataclass
@@ -115,6 +118,7 @@ class TrainSettings:
         require(self.model_dtype in ("auto", "float32", "bfloat16", "float16"),
                 f"--dtype must be auto, float32, bfloat16 or float16, got {self.model_dtype!r}")
         CONTROLS.spec(self.entropy.entropy_control)
+        self._trl_native_control()
         require(self.rounds >= 1, f"--rounds must be >= 1, got {self.rounds}")
         require(self.rollouts_per_trajectory >= 1, "--rollouts-per-trajectory must be >= 1")
         require(self.rollout_limit is None or self.rollout_limit >= 1, "--rollout-limit must be >= 1")
@@ -127,6 +131,19 @@ class TrainSettings:
                 "--method sft is Stage I's supervised ablation (train-offline only)")
         require(self.method == "grpo" or self.entropy.entropy_control == "none",
                 "--entropy-control acts on GRPO's per-token loss; --method sft has none")
+
+    def _trl_native_control(self) -> None:
+        """``--entropy-control top-entropy|bonus`` is TRL's own rule: set TRL's field (same name as
+        the control's parameter) on the composed GRPO config; a different value given to TRL's
+        own option (not its off value) is a usage error."""
+        field = TRL_NATIVE.get(self.entropy.entropy_control)
+        if field is None or not hasattr(self, field):  # not a TRL rule, or not a GRPO config
+            return
+        value, given = getattr(self.entropy, field), getattr(self, field)
+        require(given in (TRL_OFF[field], value),
+                f"--entropy-control {self.entropy.entropy_control} sets TRL's {field} to {value} "
+                f"(--entropy-param {field}=...), but it is also given as {given}: give it once")
+        setattr(self, field, value)
 
     def settings(self) -> dict:
         """irtk's fields as provenance (JSON-ready)."""

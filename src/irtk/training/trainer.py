@@ -9,7 +9,9 @@ control (``irtk.entropy.control``) narrow it in place: a dropped token leaves th
 the denominator, exactly as the Clip_B / Clip_V authors' code does. A control's per-token
 ``weight`` scales a token's gradient without changing the loss value (Clip-Cov's detach:
 weight 0 keeps the token in the denominator), and its ``extra_loss`` (KL-Cov, an entropy bonus)
-is added with the loss type's normalisation. Nothing of TRL is copied or forked.
+is added with the loss type's normalisation. Nothing of TRL is copied or forked: the rules TRL
+has itself (``top-entropy``: ``top_entropy_quantile``; ``bonus``: ``entropy_coef``) are set on
+TRL's config and left to TRL, the hook only logging their clip fraction.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def _grpo_trainer_class() -> type:
     import torch
     from trl import GRPOTrainer
 
-    from irtk.entropy.config import CONTROLS
+    from irtk.entropy.config import CONTROLS, TRL_NATIVE
+    from irtk.entropy.control import ControlResult
 
     # Controls that read full-vocabulary statistics (S_k, D_k); the rest use TRL's log-probs/entropies.
     no_stats = {"none", "clip-cov", "kl-cov", "top-entropy", "bonus"}
@@ -87,7 +90,8 @@ def _grpo_trainer_class() -> type:
             super().__init__(*args, **kwargs)
             self.entropy_config = entropy
             name = entropy.entropy_control if entropy is not None else "none"
-            self._control = None if name == "none" else CONTROLS.load(name)
+            # TRL applies its own rules itself (the config set its field); the hook logs their statistics.
+            self._control = None if name == "none" else self._trl_rule if name in TRL_NATIVE else CONTROLS.load(name)
             self._control_stats = name not in no_stats
             self._hook_inputs: dict | None = None
             self._hook_extra: Any = None
@@ -145,6 +149,17 @@ def _grpo_trainer_class() -> type:
             for key, value in result.stats.items():
                 self._metrics[mode][f"entropy_control/{key}"].append(float(value))
             return logps
+
+        def _trl_rule(self, *, mask: Any, entropies: Any, **_: Any) -> Any:
+            """TRL's own top-entropy rule and entropy bonus, which TRL's loss applies: nothing to
+            change here; the clip fraction is the share of tokens outside TRL's own high-entropy
+            mask (its ``get_high_entropy_mask``), 0 when ``top_entropy_quantile`` is 1."""
+            valid = mask.bool()
+            clipped, n = 0.0, int(valid.sum())
+            if self.top_entropy_quantile < 1.0:  # every process calls it: the threshold is gathered
+                kept = self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)
+                clipped = int((valid & ~kept).sum()) / n if n else 0.0
+            return ControlResult(keep=valid, stats={"clip_fraction": clipped})
 
         def _reduce_extra(self, extra: Any, mask: Any, mode: str) -> Any:
             m = mask.to(extra.dtype)
