@@ -12,8 +12,9 @@ INVENTED = "made.up_doc"
 
 
 class ScriptedBackend:
-    """Asks one fixed question with two options; writes reports citing the first evidence id, an
-    id that is not in the evidence and a bracket that is no citation; states two assumptions."""
+    """Asks one fixed question with two options (continuing a reply the caller opened); writes
+    reports citing the first evidence id, an id that is not in the evidence and a bracket that is
+    no citation; states two assumptions."""
 
     name = "scripted"
 
@@ -34,5 +35,7 @@ class ScriptedBackend:
                 text = "How do I copy files, with a focus on the user's answers."
             else:
                 text = QUESTION
+            if conv[-1]["role"] == "assistant":  # a reply opened by the caller: continue it
+                text = text.removeprefix(conv[-1]["content"])
             out.append(Generation(text=text, prompt_tokens=10, completion_tokens=5))
         return out

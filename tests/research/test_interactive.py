@@ -3,6 +3,10 @@ done, end of input and Ctrl-C. Prompts go to the terminal (stderr); the records 
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from irtk.io import read_rows
 
 from .conftest import Pty
@@ -66,3 +70,24 @@ def test_ctrl_c_exits_130_without_output(tmp_path, index, tiny_st, thresholds):
     term.send(b"\x03")
     assert term.wait() == 130, term.screen
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_embedded_clarifier_asks_with_numbered_options(tmp_path, index, tiny_st, thresholds, smollm2_path):
+    """The embedded SmolLM2-135M (greedy, seed 0) asks a question the person can answer by number;
+    the option picked is the answer recorded. Given the output format in words only, this model
+    answers the request instead (no options on the screen)."""
+    term = Pty("research", "How do I copy files?", "--index", index, "--embedder", tiny_st, "--thresholds",
+               thresholds, "--clarify", "interactive", "--model", "smollm2-135m-instruct", "--temperature", "0",
+               "--seed", "0", "--summary", "template", "--writer", "extractive", "--max-turns", "1",
+               "-o", str(tmp_path / "out.jsonl"))
+    screen = term.read_until("> ", timeout=900)
+    shown = re.search(r"Question 1/1: (.+)\n  1\) (.+)\n  2\) (.+)\n", screen)
+    assert shown, screen
+    term.send("1\n")
+    assert term.wait(timeout=900) == 0, term.screen
+    [row] = read_rows(tmp_path / "out.jsonl")
+    [turn] = row["turns"]
+    assert (turn["answer"], turn["verdict"]) == (shown.group(2), "answered")
+    assert turn["question"].startswith(shown.group(1) + " Options: A) " + shown.group(2) + "; B) ")
+    assert row["brief"]["points"] == [shown.group(2)]

@@ -107,6 +107,21 @@ def test_split_question_reads_model_and_template_options():
     assert split_question("Which region do you mean?") == ("Which region do you mean?", [])
 
 
+def test_split_question_reads_small_model_variations():
+    expected = ("Which region?", ["Europe", "Asia"])
+    for text in ("Question: Which region?\nOptions: A) Europe; B) Asia; C) Europe",  # repeats dropped
+                 "**Question:** Which region?\n**Options:**\n1. Europe\n2. Asia",
+                 "Which region?\nOptions:\nEurope\nAsia\n",
+                 "Which region? A) Europe B) Asia",
+                 "Which region? (a) Europe (b) Asia",
+                 "Which region?\n- Europe\n- Asia"):
+        assert split_question(text) == expected, text
+    # A label-less line of text is no list of options; decimals are not option numbers.
+    assert split_question("- Europe") == ("- Europe", [])
+    assert split_question("Python 3.12 or later? Options: A) Yes; B) No") == (
+        "Python 3.12 or later?", ["Yes", "No"])
+
+
 def test_parse_assumptions_drops_bullets_and_fragments():
     text = "1. I assume a beginner audience.\n- I assume standard library only.\nOK\n\nI assume a beginner audience."
     assert parse_assumptions(text, 5) == ["I assume a beginner audience.", "I assume standard library only."]

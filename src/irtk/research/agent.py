@@ -29,7 +29,7 @@ from irtk.dialogue.episode import Episode
 from irtk.errors import InputError, UsageError
 from irtk.records import REPORT, TRAJECTORY
 from irtk.research import evaluate as ev
-from irtk.research.clarify import Terminal, assume, interview
+from irtk.research.clarify import Terminal, TerminalClarifier, assume, interview
 from irtk.research.config import ResearchConfig
 from irtk.research.evidence import EvidenceIndex, gather, plan
 from irtk.research.requests import user_row
@@ -115,8 +115,9 @@ def clarify(agent: Agent, episodes: list[Episode], mode: str) -> list[list[str]]
     if mode == "simulate":
         simulate_batch(episodes, agent.parts, c.max_turns)  # also writes each episode's summary
     elif mode == "interactive":
+        clarifier = TerminalClarifier(agent.policy)
         for e in episodes:
-            interview(e, agent.policy, c.max_turns, agent.terminal or Terminal())
+            interview(e, clarifier, c.max_turns, agent.terminal or Terminal())
         for e, reply in zip(episodes, agent.summarizer.summarize(episodes), strict=True):
             e.summary = reply.text
             e.tokens_in += reply.prompt_tokens

@@ -1,5 +1,6 @@
-"""Prompts of the research agent's own LLM calls: the assumptions of ``--clarify auto`` and the
-report writer. The clarifier and the summary agent use the dialogue package's prompts."""
+"""Prompts of the research agent's own LLM calls: the assumptions of ``--clarify auto``, the
+demonstration and reply openings of the clarifier at a terminal, and the report writer. The
+clarifier's system prompt and the summary agent use the dialogue package's prompts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,20 @@ Write 2 to 4 assumptions, one per line, each a single sentence starting with "I 
 Write nothing else."""
 
 ASSUMPTIONS_REQUEST = "Research request: {query}"
+
+# The clarifier at a terminal is shown one exchange in the required format, on a topic of its own,
+# before the person's request: a small untrained model (the embedded 135M one) given the format
+# only in words answers the request instead of asking; one worked turn is what it imitates.
+CLARIFIER_DEMONSTRATION = (
+    "Tell me about electric cars.",
+    "Question: Which aspect of electric cars matters most to you?\n"
+    "Options: A) Cost of ownership; B) Charging and range; C) Environmental impact",
+)
+
+# The openings of the clarifier's reply at a terminal, given as a generation prefix so the model
+# writes on in format: the whole turn, and the options of a question that came without any.
+QUESTION_OPENING = "Question:"
+OPTIONS_OPENING = "Options: A)"
 
 WRITER_SYSTEM = """\
 You write a short research report from the evidence given, and from nothing else.
