@@ -69,7 +69,7 @@ def test_offline_then_online_checkpoints_plug_into_simulate(tmp_path, tiny_llama
 
     s2 = tmp_path / "stage2"
     proc = run_irtk("train-online", trajectories, "-o", str(s2), "--model", tiny_llama, "--rollout-model", str(s1),
-                    "--holdout", "0.2", "--eval-limit", "4", "--eval-max-turns", "1", "--rollout-turns", "1",
+                    "--holdout", "0.2", "--eval-limit", "4", "--eval-max-turns", "1", "--rollout-turns", "1", "--rollout-limit", "4",
                     "--prefix-max", "2", *SMALL, timeout=1800)
     assert proc.returncode == 0, proc.stderr.decode()
     prov = json.loads((s2 / "provenance.json").read_text())

@@ -4,8 +4,8 @@ Exchanges the user called irrelevant or redundant are dropped before the agent s
 dialogue (the paper's summary agent drops them; doing it here makes it hold for any model).
 
 - ``llm`` (default): a backend writes the query, one batched call for every dialogue; a
-  dialogue with nothing kept is its request as it stands, and an empty reply falls back to the
-  template (counted).
+  dialogue with nothing kept is its request as it stands, and an empty or degenerate reply (a
+  loop) falls back to the template (counted).
 - ``template``: the request followed by the user's kept answers — deterministic, for tests and
   baselines.
 """

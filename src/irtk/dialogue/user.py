@@ -87,7 +87,7 @@ class TemplateUser:
 
 class BackendAgent:
     """What the LLM user and the LLM summary agent share: a backend, sampling parameters, a
-    count of empty replies replaced by the template, and the registry factory."""
+    count of empty or degenerate replies replaced by the template, and the registry factory."""
 
     option = "--user llm"  # what a user typed to get this agent (for the error without a backend)
 

@@ -94,16 +94,24 @@ def get_backend(name: str = "hf", model: str | None = None, **options: Any) -> B
     return BACKENDS.create(name, model=model or DEFAULT_LM, **options)
 
 
+def degenerate(text: str, *, min_words: int = 16, max_distinct: float = 0.25) -> bool:
+    """A loop rather than an answer: at least ``min_words`` words, fewer than ``max_distinct`` of
+    them distinct ("A: A: A: ...", one phrase repeated to the token limit). Prose of that length
+    uses far more distinct words (about half or more)."""
+    words = text.lower().split()
+    return len(words) >= min_words and len(set(words)) < max_distinct * len(words)
+
+
 def chat_or_template(backend: Any, conversations: Sequence, params: SamplingParams,
                      fallback: Callable[[int], str]) -> tuple[list[tuple[str, Generation]], int]:
     """One batched chat call; the stripped text of each completion, or ``fallback(k)`` where
-    completion k is empty (a small model sometimes answers with nothing at all). Returns
-    (text, generation) pairs and how many fell back. Graph rendering, the simulated LLM user and the summary
-    agent all use it."""
+    completion k is empty or degenerate (a small model sometimes answers with nothing at all, or
+    with one short phrase repeated to the token limit). Returns (text, generation) pairs and how
+    many fell back. Graph rendering, the simulated LLM user and the summary agent all use it."""
     pairs, empty = [], 0
     for k, g in enumerate(backend.chat(list(conversations), params)):
         text = (g.text or "").strip()
-        if not text:
+        if not text or degenerate(text):
             empty += 1
             text = fallback(k)
         pairs.append((text, g))
