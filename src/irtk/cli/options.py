@@ -115,6 +115,32 @@ BaseUrl = Annotated[
                  help="OpenAI-compatible server for --backend openai (key from OPENAI_API_KEY or IRTK_API_KEY).",
                  show_default=False),
 ]
+BackendArg = Annotated[
+    Optional[list[str]],
+    typer.Option("--backend-arg", envvar="IRTK_BACKEND_ARG", show_default=False,
+                 help="KEY=VALUE for the backend's constructor, repeatable; VALUE is read as JSON where "
+                      "it parses (true, 2048, 0.85). vllm: enforce_eager, max_model_len, "
+                      "gpu_memory_utilization, tensor_parallel_size; openai: max_concurrency, timeout, "
+                      "max_retries; hf: device, prefix_cache, cache_bytes."),
+]
+
+
+def key_values(items: list[str] | None, flag: str) -> dict:
+    """``KEY=VALUE`` items as a dict (dashes in keys become underscores); a VALUE that parses as
+    JSON is that value, else the string."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 Dtype = Annotated[
     str,
     typer.Option("--dtype", envvar="IRTK_DTYPE",

@@ -29,6 +29,7 @@ def simulate(
     model: opt.Model = D(C, "model"),
     base_url: opt.BaseUrl = None,
     dtype: opt.Dtype = D(C, "dtype"),
+    backend_arg: opt.BackendArg = None,
     user: Annotated[str, opt.option(C, "user", "--user")] = D(C, "user"),
     user_model: Annotated[Optional[str], opt.option(C, "user_model", "--user-model", show_default=False)] = None,
     summary: Annotated[str, opt.option(C, "summary", "--summary")] = D(C, "summary"),
@@ -68,7 +69,8 @@ def simulate(
 
     opt.check_report(report)
     cfg = C(
-        policy=policy, backend=backend, model=model, base_url=base_url, dtype=dtype, user=user, user_model=user_model,
+        policy=policy, backend=backend, model=model, base_url=base_url, dtype=dtype,
+        backend_args=opt.key_values(backend_arg, "--backend-arg"), user=user, user_model=user_model,
         summary=summary, summary_model=summary_model, embedder=embedder, gate=gate, thresholds=thresholds,
         tau_rep=tau_rep, tau_rel=tau_rel, tau_req=tau_req,
         max_turns=max_turns, allow_stop=allow_stop, temperature=temperature, max_tokens=max_tokens,

@@ -29,6 +29,9 @@ class SimulateConfig:
     model: str = setting(DEFAULT_LM, "Model: a registry name (irtk models), a local path or a hub id.")
     base_url: str | None = setting(None, "OpenAI-compatible server for --backend openai.")
     dtype: str = setting("auto", "Model weights for --backend hf/vllm: auto, float32, bfloat16 or float16.")
+    backend_args: dict = setting(help="More keyword arguments of the backend's constructor "
+                                 "(--backend-arg KEY=VALUE: vllm's enforce_eager, max_model_len, ...).",
+                                 factory=dict)
     user: str = setting("template", "Simulated user's answers: template (deterministic, from the "
                         "matched intent), llm, or module:attr.")
     user_model: str | None = setting(None, "Model for --user llm (default: --model; one backend serves both).")
@@ -73,6 +76,10 @@ class SimulateConfig:
         require(self.gate in GATE_MODES, f"--gate must be one of {', '.join(GATE_MODES)}, got {self.gate!r}")
         for name, tau in (("--tau-rep", self.tau_rep), ("--tau-rel", self.tau_rel), ("--tau-req", self.tau_req)):
             require(tau is None or -1.0 <= tau <= 1.0, f"{name} is a cosine similarity in [-1, 1], got {tau}")
+        if self.backend_args:  # a misspelt engine option fails now, not after the embedder loads
+            from irtk.generation import check_backend_options
+
+            check_backend_options(self.backend, self.backend_args)
         self.gate_thresholds()  # an embedder without thresholds, or a bad file, fails before any work
 
     def gate_thresholds(self) -> Thresholds:

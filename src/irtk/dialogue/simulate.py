@@ -92,7 +92,7 @@ class _Parts:
 
             c = self.config
             self._backends[model] = get_backend(c.backend, model, base_url=c.base_url, dtype=c.dtype,
-                                                batch_size=c.batch_size, seed=c.seed)
+                                                batch_size=c.batch_size, seed=c.seed, **c.backend_args)
         return self._backends[model]
 
     def slots(self) -> int:

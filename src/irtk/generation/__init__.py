@@ -13,7 +13,7 @@ Each imports its heavy library only when chosen.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -92,6 +92,31 @@ def get_backend(name: str = "hf", model: str | None = None, **options: Any) -> B
     from irtk.models import DEFAULT_LM
 
     return BACKENDS.create(name, model=model or DEFAULT_LM, **options)
+
+
+# What callers set through their own options (--model, --base-url, --dtype, --batch-size, --seed).
+DEDICATED_OPTIONS = {"model": "--model", "base_url": "--base-url", "dtype": "--dtype",
+                     "batch_size": "--batch-size", "seed": "--seed"}
+
+
+def check_backend_options(name: str, options: Mapping[str, Any]) -> None:
+    """A usage error for each key of ``options`` (``--backend-arg``) that backend ``name``'s
+    constructor does not take by name, or that a dedicated option sets. The constructors end in
+    ``**_`` (callers pass the common options to any backend), which would swallow a misspelt
+    ``enforce_eager`` without a word."""
+    import inspect
+
+    from irtk.errors import UsageError
+
+    for key in options:
+        if key in DEDICATED_OPTIONS:
+            raise UsageError(f"--backend-arg {key}: use {DEDICATED_OPTIONS[key]}")
+    named = [p.name for p in inspect.signature(BACKENDS.load(name)).parameters.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in DEDICATED_OPTIONS]
+    unknown = [k for k in options if k not in named]
+    if unknown:
+        raise UsageError(f"--backend-arg {', '.join(unknown)}: not a parameter of --backend {name} "
+                         f"({', '.join(named)})")
 
 
 def degenerate(text: str, *, min_words: int = 16, max_distinct: float = 0.25) -> bool:

