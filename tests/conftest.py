@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random models built offline, the irtk CLI as a real subprocess."""
+"""Shared fixtures: tiny random models built offline (a flat one and a peaked one), the irtk CLI
+as a real subprocess."""
 
 from __future__ import annotations
 
@@ -54,6 +55,29 @@ def tiny_llama(tmp_path_factory, smollm2_path) -> str:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def peaked_llama(tmp_path_factory, smollm2_path) -> str:
+    """A tiny random Llama whose next-token distributions are peaked (large initial weights), so
+    entropies and discriminators spread as in a trained model: 2 layers, 64 wide, SmolLM2's
+    tokenizer and chat template, initializer_range 0.5, tied embeddings (as SmolLM2), a 256-token
+    context."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("peaked-llama")
+    tok = AutoTokenizer.from_pretrained(smollm2_path)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True, initializer_range=0.5,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(out)

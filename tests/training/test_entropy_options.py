@@ -87,3 +87,23 @@ def test_trl_rule_given_twice_disagreeing_is_a_usage_error(tmp_path, tiny_llama,
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "sets TRL's top_entropy_quantile to 0.2" in err
     assert not out.exists()
+
+
+def test_a_control_that_clips_nothing_leaves_the_run_unchanged(tmp_path, peaked_llama, few_trajectories):
+    """Clip_B at mu = 1000 clips no token; with LoRA's dropout active, its statistics pass must
+    still draw nothing from the random stream, so the sampled completions, rewards, entropies and
+    losses of both steps are those of the uncontrolled run (a peaked model: its entropies and
+    rewards depend on the sampled tokens)."""
+    from irtk.training.plots import read_metrics
+
+    runs = {}
+    for option in ("none", "clipb"):
+        (tmp_path / option).mkdir()
+        code, out = _train(tmp_path / option, peaked_llama, few_trajectories, "--entropy-control", option,
+                           "--entropy-param", "clipb_mu=1000", "--max-steps", "2", "--lora-r", "4")
+        assert code == 0
+        runs[option] = [r for r in read_metrics(out) if r.get("reward") is not None]
+    assert [r["entropy_control/clip_fraction"] for r in runs["clipb"]] == [0.0, 0.0]
+    for plain, clipped in zip(runs["none"], runs["clipb"], strict=True):
+        for key in ("reward", "entropy", "loss", "completions/mean_length"):
+            assert clipped[key] == pytest.approx(plain[key], rel=1e-6, abs=1e-9), (plain["step"], key)

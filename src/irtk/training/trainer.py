@@ -174,9 +174,17 @@ def _grpo_trainer_class() -> type:
                          mask: Any) -> Any:
             from irtk.entropy.math import token_stats
 
-            # Logits at positions P-1 .. P+L-2 predict the L completion tokens.
-            with self.accelerator.autocast():
-                out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1)
+            # Logits at positions P-1 .. P+L-2 predict the L completion tokens. Eval mode: the
+            # statistics are the policy's own (no dropout, e.g. LoRA's), and the pass draws nothing
+            # from the random stream, so a control that clips no token leaves the run unchanged.
+            training = model.training
+            model.eval()
+            try:
+                with self.accelerator.autocast():
+                    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                                logits_to_keep=logits_to_keep + 1)
+            finally:
+                model.train(training)
             logits = out.logits[:, :-1]
             targets = input_ids[:, -logits_to_keep:]
             return token_stats(logits, targets, mask=mask.bool(), temperature=self.temperature)
