@@ -25,7 +25,11 @@ def test_match_columns_by_name_pattern_namespace_and_alternatives():
     data = dict.fromkeys(["reward", "entropy", "entropy/all_tokens", "entropy_control/clip_fraction",
                           "entropy_control/clip_fraction_neg", "rewards/b/mean", "rewards/a/mean",
                           "rewards/a/std", "eval/recall", "eval/precision"], np.zeros(1))
-    assert match_columns(data, "entropy") == ["entropy"]  # the exact name before a namespaced one
+    # the all-token variant where the run logged one (a masking control's TRL entropy covers only
+    # the kept tokens), else the exact name, else a namespaced one
+    assert match_columns(data, "entropy") == ["entropy/all_tokens"]
+    assert match_columns({"entropy": 0, "entropy_coef": 0}, "entropy") == ["entropy"]
+    assert match_columns({"kl": 0, "entropy_control/kl": 0}, "kl") == ["kl"]
     assert match_columns(data, "clip_fraction") == ["entropy_control/clip_fraction"]
     assert match_columns(data, "rewards/*/mean") == ["rewards/a/mean", "rewards/b/mean"]
     assert match_columns(data, "eval/precision|eval/recall|eval/reward") == ["eval/precision", "eval/recall"]

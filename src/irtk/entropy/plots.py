@@ -179,11 +179,13 @@ def match_columns(data: Mapping[str, Any], spec: str) -> list[str]:
     """The columns one panel draws. ``spec`` is one or more alternatives joined by ``|``, each
     a column name, a glob pattern (``rewards/*/mean``: every match) or a bare name found inside
     a namespaced column (``clip_fraction`` finds the trainers' ``entropy_control/clip_fraction``,
-    the first in name order)."""
+    the first in name order). A name with an ``/all_tokens`` variant in the run draws that one:
+    under a masking control TRL's ``entropy`` covers only the tokens left in the loss, the
+    trainers' ``entropy/all_tokens`` every completion token, as an uncontrolled run's ``entropy``."""
     found: list[str] = []
     for part in (p.strip() for p in spec.split("|")):
         if part in data:
-            matches = [part]
+            matches = [f"{part}/all_tokens" if f"{part}/all_tokens" in data else part]
         elif any(ch in part for ch in "*?["):
             matches = sorted(c for c in data if fnmatch.fnmatchcase(c, part))
         else:
@@ -262,8 +264,11 @@ def plot_training_curves(paths: Sequence[str | Path], out_dir: str | Path, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    # A run keeps its colour and line style in every panel; the styles let equal curves show through.
+    styles = {label: (f"C{i % 10}", ("-", "--", ":", "-.")[i % 4]) for i, (label, _, _) in enumerate(runs)}
     for ax, (spec, lines) in zip(axes[0], panels, strict=True):
-        several = len({col for _, _, col in lines}) > 1
+        per_run = [label for label, _, _ in lines]
+        several = len(per_run) > len(set(per_run))  # some run draws several columns here
         for label, data, col in lines:
             y = data[col]
             x = _steps(data, step, len(y))
@@ -271,7 +276,9 @@ def plot_training_curves(paths: Sequence[str | Path], out_dir: str | Path, *,
             if not ok.any():
                 continue
             text = (f"{label}: {col}" if len(runs) > 1 else col) if several else label
-            ax.plot(x[ok], y[ok], marker="o" if ok.sum() < 30 else None, markersize=3, label=text)
+            color, style = (None, "-") if several else styles[label]
+            ax.plot(x[ok], y[ok], marker="o" if ok.sum() < 30 else None, markersize=3, label=text,
+                    color=color, linestyle=style)
         ax.set_title(spec)
         ax.set_xlabel(step or "step")
         ax.grid(alpha=0.3)
