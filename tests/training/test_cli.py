@@ -28,6 +28,18 @@ def test_batch_not_divisible_by_group_fails_at_start(tmp_path, tiny_llama, traje
     assert not (tmp_path / "ck").exists()
 
 
+@pytest.mark.parametrize("param, message", [
+    ("nope=1", "nope: not a parameter of the entropy controls"),
+    ("clipb_mu=high", "clipb_mu: expects a number, got 'high'"),
+    ("clipb_mu", "expects KEY=VALUE"),
+])
+def test_bad_entropy_param_fails_at_start(tmp_path, tiny_llama, trajectories, param, message):
+    proc = run_irtk("train-offline", trajectories, "-o", str(tmp_path / "ck"), "--model", tiny_llama,
+                    "--entropy-control", "clipb", "--entropy-param", param)
+    assert message in _one_line_error(proc, 2)
+    assert not (tmp_path / "ck").exists()
+
+
 def test_unknown_reward_fails_at_start(tmp_path, tiny_llama, trajectories):
     proc = run_irtk("train-offline", trajectories, "-o", str(tmp_path / "ck"), "--model", tiny_llama,
                     "--reward", "stage9")

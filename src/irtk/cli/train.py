@@ -143,8 +143,7 @@ def train(
     if not output.parent.exists():
         raise UsageError(f"-o {output}: folder {output.parent} does not exist")
     opt.check_report(report)
-    entropy = EntropyControlConfig(entropy_control=entropy_control, **_pairs(entropy_param, "--entropy-param",
-                                                                               EntropyControlConfig))
+    entropy = EntropyControlConfig(entropy_control=entropy_control, **_control_params(entropy_param))
     if use_vllm:
         _check_vllm()
     rows = read_rows(input, record_type=SIMULATE_INPUT)
@@ -171,7 +170,7 @@ def train(
     else:
         trl.update(max_length=max_prompt_length + max_completion_length, completion_only_loss=True)
     trl.update(precision_flags(dtype))
-    trl.update({k: _json_value(v) for k, v in _pairs(trl_arg, "--trl-arg").items()})
+    trl.update(opt.key_values(trl_arg, "--trl-arg"))
     values = dict(stage=stage, model=init or model, method=method, reward=reward or "", allow_stop=allow_stop,
                   content_weight=content_weight, penalty_weight=penalty_weight, embedder=embedder, tau_rep=tau_rep,
                   tau_rel=tau_rel, max_prompt_length=max_prompt_length, max_samples=max_samples, lora_r=lora_r,
@@ -203,35 +202,22 @@ def train(
     opt.write_report(report, json.loads(json.dumps({k: v for k, v in result.items()}, default=str)))
 
 
-def _pairs(items: list[str] | None, flag: str, cls: type | None = None) -> dict:
+def _control_params(items: list[str] | None) -> dict:
+    """``--entropy-param KEY=VALUE`` as numbers, each KEY a parameter of the entropy controls."""
     from dataclasses import fields
 
+    from irtk.entropy.config import EntropyControlConfig
     from irtk.errors import UsageError
 
+    known = [f.name for f in fields(EntropyControlConfig) if f.name != "entropy_control"]
     out: dict = {}
-    known = {f.name: f for f in fields(cls)} if cls is not None else None
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
-        if known is not None:
-            if key not in known or key == "entropy_control":
-                names = ", ".join(k for k in known if k != "entropy_control")
-                raise UsageError(f"{flag} {key}: not a parameter of the entropy controls ({names})")
-            out[key] = float(value)
-        else:
-            out[key] = value
+    for key, value in opt.key_values(items, "--entropy-param").items():
+        if key not in known:
+            raise UsageError(f"--entropy-param {key}: not a parameter of the entropy controls ({', '.join(known)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"--entropy-param {key}: expects a number, got {value!r}")
+        out[key] = float(value)
     return out
-
-
-def _json_value(text: str) -> object:
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _check_vllm() -> None:
