@@ -108,6 +108,9 @@ class Pty:
         pid, fd = pty.fork()
         if pid == 0:  # the child: stdin, stdout and stderr are the terminal
             try:
+                # As at a shell prompt: a test run started in the background (`cmd &`) inherits
+                # SIGINT ignored, and Python then never raises KeyboardInterrupt on Ctrl-C.
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 if cwd is not None:
                     os.chdir(cwd)
                 os.execve(cmd[0], cmd, env())
