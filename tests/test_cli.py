@@ -252,8 +252,10 @@ def test_ctrl_c_exits_130_with_one_line():
     import time
 
     # `irtk show` waits on stdin that never ends; SIGINT is what Ctrl-C sends.
+    # SIGINT's default restored, as at a shell prompt: a test run started in the background
+    # (`cmd &`) inherits it ignored, and Python then never raises KeyboardInterrupt.
     proc = subprocess.Popen([*irtk_cmd(), "show"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(3)  # let it start reading (a signal during start-up would hit the interpreter)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
