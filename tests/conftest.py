@@ -39,27 +39,32 @@ def smollm2_path() -> str:
     return resolve("smollm2-135m-instruct")
 
 
+def _random_llama(folder, smollm2_path: str, **overrides) -> str:
+    """A 2-layer, 64-wide random Llama (seed 0) with SmolLM2's tokenizer and chat template,
+    saved in ``folder``; ``overrides`` change its LlamaConfig."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(smollm2_path)
+    config = LlamaConfig(**{
+        "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+        "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+        "tie_word_embeddings": True, **overrides,
+    })
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, smollm2_path) -> str:
     """A 2-layer, 64-wide random Llama with SmolLM2's tokenizer and chat template.
 
     Its output is garbage by design: tests about plumbing and failure handling use it.
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tok = AutoTokenizer.from_pretrained(smollm2_path)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    return _random_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_path)
 
 
 @pytest.fixture(scope="session")
@@ -68,18 +73,5 @@ def peaked_llama(tmp_path_factory, smollm2_path) -> str:
     entropies and discriminators spread as in a trained model: 2 layers, 64 wide, SmolLM2's
     tokenizer and chat template, initializer_range 0.5, tied embeddings (as SmolLM2), a 256-token
     context."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("peaked-llama")
-    tok = AutoTokenizer.from_pretrained(smollm2_path)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True, initializer_range=0.5,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    return _random_llama(tmp_path_factory.mktemp("peaked-llama"), smollm2_path,
+                         max_position_embeddings=256, initializer_range=0.5)
