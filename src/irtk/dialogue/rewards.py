@@ -189,7 +189,7 @@ class IntentRewards:
         for text, tgt, its, hist, req, graph, path in zip(texts, targets, intents, history, requests, graphs,
                                                            paths, strict=True):
             verdict = gate.judge(text, hist, its, req, graph=graph, path=path)
-            repeats = gate.redundancy(text, hist, graph)[0]
+            repeats = verdict.repeats  # the gate checks redundancy first, before every other verdict
             restates = req is not None and verdict.request_similarity > gate.tau_req
             deviates = gate.relevance(text, its, graph=graph, path=path).verdict == IRRELEVANT
             # How often each already happened in this dialogue: the penalty grows with it.
