@@ -657,14 +657,19 @@ __all__ = [
 ]
 
 
-def write_report(path: Path | str, data: Any) -> None:
-    """Write a JSON report atomically (a temp file renamed into place): a failed or killed run
-    never leaves half a report, and an earlier report stays whole until the new one is ready."""
+def write_text(path: Path | str, text: str, *, what: str = "the file") -> None:
+    """Write a text file atomically (a temp file renamed into place): a failed or killed run
+    never leaves half a file, and an earlier file stays whole until the new one is ready."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise IrtkError(f"{path}: cannot write the report: {e.strerror}") from None
+        raise IrtkError(f"{path}: cannot write {what}: {e.strerror}") from None
+
+
+def write_report(path: Path | str, data: Any) -> None:
+    """Write a JSON report atomically (``write_text``)."""
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", what="the report")

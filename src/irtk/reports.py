@@ -190,10 +190,10 @@ def results_page(items: list[tuple[str, str, Path]], output: Path, *, title: str
                 out += [f"## {heading}", "", _report_markdown(path).rstrip(), ""]
             except (UnicodeDecodeError, ValueError) as e:
                 raise InputError(f"not readable as JSON ({e})", source=str(path)) from e
+    from irtk.io import write_text
+
     text = "\n".join(out).rstrip() + "\n"
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    write_text(output, text)
     return text
 
 

@@ -87,7 +87,6 @@ def entropy_audit(
 ) -> None:
     """Audit entropy of completions under a model (records in, per-sample/per-token rows out).
     --shard K/N audits slice K of the records; the summary then describes that slice."""
-    import json
     import sys
 
     from irtk.cli import runtime
@@ -151,10 +150,7 @@ def entropy_audit(
     if plots is not None:
         _plots(result, plots, model)
         runtime.info(f"plots: {plots}")
-    if report is not None:
-        tmp = report.with_name(f".{report.name}.tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(report)
+    opt.write_report(report, summary)
 
 
 def _plots(result: object, out: Path, model: str) -> None:

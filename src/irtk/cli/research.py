@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -81,9 +80,9 @@ class _MarkdownWriter:
     def __exit__(self, exc_type: type | None, *exc: object) -> None:
         if self.output is None or exc_type is not None:
             return
-        tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
-        tmp.write_text("\n".join(self.parts) + "\n", encoding="utf-8")
-        os.replace(tmp, self.output)
+        from irtk.io import write_text
+
+        write_text(self.output, "\n".join(self.parts) + "\n")
 
 
 def _writer(output: Path | None, fmt: str | None, provenance: dict):
@@ -225,6 +224,6 @@ def research_table(
     if output is None:
         sys.stdout.write(table)
     else:
-        tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-        tmp.write_text(table, encoding="utf-8")
-        os.replace(tmp, output)
+        from irtk.io import write_text
+
+        write_text(output, table)

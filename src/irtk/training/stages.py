@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from irtk.errors import UsageError
-from irtk.io import dumps, make_provenance
+from irtk.io import dumps, make_provenance, write_text
 from irtk.training import samples as sample_lib
 from irtk.training.live import HeldOut, LiveHFBackend, play_rollouts
 from irtk.training.trainer import (
@@ -136,11 +136,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _write_jsonl(path: Path, rows: Sequence[Mapping]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(dumps(dict(r)) + "\n")
-    tmp.replace(path)
+    write_text(path, "".join(dumps(dict(r)) + "\n" for r in rows))
 
 
 def run_online(config: Any, train_rows: Sequence[Mapping], held_rows: Sequence[Mapping], *, output: Path,
