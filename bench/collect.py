@@ -23,7 +23,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RATIO = re.compile(r"\d+\.\d+\s*[x×](?![\w-])")  # 1.23x; not "10x input"
 # Arguments that keep `--quick` runs short; scripts not listed run with their defaults.
-QUICK = {"retrieval.py": ["--n", "20000", "--skip-encoders"], "io.py": ["--rows", "200000"]}
+QUICK = {"retrieval.py": ["--n", "20000", "--skip-encoders"], "io.py": ["--rows", "200000"],
+         "simulate.py": ["--dialogues", "16"], "expand.py": ["--repeat", "2"], "entropy.py": ["--repeats", "3"],
+         "train.py": ["--steps", "4", "--repeats", "1", "--real-steps", "2"]}
 SKIP = {"collect.py"}
 
 
