@@ -514,3 +514,26 @@ def test_simulate_on_the_openai_backend_against_vllm_is_shaped_like_hf(example_t
                  "--base-url", vllm_server, "--model", smollm2_path, "-o", str(out))
     assert r.returncode == 0, r.stderr.decode()[-3000:]
     assert_shaped_like(pq.read_table(out), hf_dialogues, "openai")
+
+
+@pytest.mark.parametrize(("top_p", "candidates"), [(0.9, 512), (0.9, 4), (1.0, 512)])
+def test_sampling_draws_from_the_top_p_warpers_distribution(monkeypatch, top_p, candidates):
+    """hf's sampler: every draw lies in the nucleus transformers' TopPLogitsWarper keeps, at that
+    nucleus's renormalised probabilities — cut from the top candidates (512), through the full
+    warper when the candidates hold too little mass (4), and with no nucleus (top_p 1)."""
+    import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from irtk.generation import hf
+
+    monkeypatch.setattr(hf, "NUCLEUS_CANDIDATES", candidates)
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(1, 40, generator=gen) * 1.5
+    cut = TopPLogitsWarper(top_p)(None, scores.clone()) if top_p < 1 else scores
+    want = torch.softmax(cut, dim=-1)[0]
+    torch.manual_seed(1)
+    draws = hf.sample(scores.expand(40_000, -1).contiguous(), top_p)
+    seen = torch.bincount(draws, minlength=40).double() / len(draws)
+    assert set(draws.tolist()) <= set(torch.nonzero(want).squeeze(-1).tolist())
+    assert 1 < int((want > 0).sum()) < 40 or top_p == 1.0
+    assert (seen - want).abs().max().item() < 0.01  # binomial sd at p=0.5, n=40k: 0.0025
