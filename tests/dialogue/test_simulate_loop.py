@@ -232,7 +232,7 @@ def test_turn_cache_and_continuous_batching_change_no_dialogue(tmp_path, tiny_ll
     from irtk.generation import get_backend
 
     rows = [{**r, "id": f"{r['id']}-{i}"} for i in range(3) for r in TRAJECTORIES]
-    plain = get_backend("hf", tiny_llama, dtype="float32", prefix_cache=False)
+    plain = get_backend("hf", tiny_llama, dtype="float32", prefix_cache=False, lockstep=True)
     cached = get_backend("hf", tiny_llama, dtype="float32")
     want = play_hf(tmp_path, rows, plain, tiny_llama, batch_size=len(rows))
     got = play_hf(tmp_path, rows, cached, tiny_llama, batch_size=4)  # 6 dialogues through 4 slots
@@ -249,7 +249,7 @@ def test_turn_cache_changes_no_dialogue_of_the_embedded_model(tmp_path):
 
     model = "smollm2-135m-instruct"
     rows = [{**r, "id": f"{r['id']}-{i}"} for i in range(2) for r in TRAJECTORIES]
-    plain = get_backend("hf", model, dtype="float32", prefix_cache=False)
+    plain = get_backend("hf", model, dtype="float32", prefix_cache=False, lockstep=True)
     cached = get_backend("hf", model, dtype="float32")
     kwargs = {"max_turns": 3, "max_tokens": 48, "summary_max_tokens": 32}
     want = play_hf(tmp_path, rows, plain, model, batch_size=len(rows), **kwargs)

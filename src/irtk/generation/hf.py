@@ -13,8 +13,9 @@ left-padded to the longest, then each row's new tokens are left-padded to the lo
 row is ``[pad][cached][pad][new]``. Positions come from the attention mask, so every token sits
 at the position it has alone, and greedy decoding gives the tokens of a full prefill.
 
-With the cache on, decoding is irtk's own loop over the model's forward (``_decode``): rows
-that finish leave the batch at once instead of being computed until the longest row is done.
+Decoding is irtk's own loop over the model's forward (``_decode``): rows that finish leave the
+batch at once instead of being computed until the longest row is done (``lockstep=True``:
+transformers' ``generate``, the reference the tests compare the loop with).
 
 Off for models whose cache is not a plain per-token key/value cache (recurrent/stateful models,
 sliding-window layers): nothing of theirs can be cropped to a prefix.
@@ -128,19 +129,23 @@ class KVStore:
 
 
 class HFBackend:
-    """Generation with transformers. ``batch_size`` bounds one ``generate`` call's batch (default:
-    by device, ``auto_batch_size``); ``prefix_cache`` (default on) reuses cached key/values of
-    earlier prompts and completions, within ``cache_bytes`` (default: by device)."""
+    """Generation with transformers. ``batch_size`` bounds one forward's batch (default: by
+    device, ``auto_batch_size``); ``prefix_cache`` (default on) reuses cached key/values of
+    earlier prompts and completions, within ``cache_bytes`` (default: by device); ``lockstep``
+    decodes with transformers' ``generate`` (every row until the longest ends) instead of irtk's
+    loop, where finished rows leave the batch (models with a plain key/value cache)."""
 
     name = "hf"
 
     def __init__(self, model: str, *, batch_size: int | None = None, device: str | None = None,
                  dtype: str | None = None, prefix_cache: bool = True, cache_bytes: int | None = None,
-                 **_: Any) -> None:
+                 lockstep: bool = False, **_: Any) -> None:
         self.model = model
         self.lm, self.tokenizer, self.device = load_causal_lm(model, device, dtype)
         self.batch_size = max(1, batch_size or auto_batch_size(self.device))
-        self.prefix_cache = prefix_cache and _prefix_cacheable(self.lm)
+        self.cacheable = has_plain_kv_cache(self.lm)
+        self.prefix_cache = prefix_cache and self.cacheable
+        self.lockstep = lockstep
         kind = str(self.device).split(":")[0]
         self.kv_store = KVStore(cache_bytes if cache_bytes is not None else
                                 AUTO_CACHE_BYTES.get(kind, AUTO_CACHE_BYTES["cuda"]))
@@ -230,7 +235,7 @@ class HFBackend:
             masks.append([0] * pad_cached + [1] * n + [0] * pad_tail + [1] * (len(x) - n))
         input_ids = torch.tensor(rows, device=self.device)
         mask = torch.tensor(masks, device=self.device)
-        if self.prefix_cache:
+        if self.cacheable and not self.lockstep:
             outs = self._decode(input_ids, mask, width, ids, hits, params)
         else:
             outs = self._generate_lockstep(input_ids, mask, params)
@@ -259,7 +264,8 @@ class HFBackend:
         """Sampling with rows leaving the batch as they finish. ``generate`` computes every row
         until the longest is done (a model policy's turns: about a third of the row-steps were
         useful); here a row that ends (end of sequence, a stop string, ``max_tokens``) has its
-        key/values stored and is cut from the batch, so later steps compute only live rows.
+        key/values stored (with the prefix cache on) and is cut from the batch, so later steps
+        compute only live rows.
         Tokens are ``generate``'s: the same logits processors (transformers' own), positions from
         the attention mask, and greedy decoding in fp32 gives its tokens (tested)."""
         import torch
@@ -302,10 +308,10 @@ class HFBackend:
                     layers = [(layer.keys, layer.values) for layer in cache.layers]
                     keep = []
                     for b, row in enumerate(live):
-                        if done[b] or last:
-                            self._store(layers, mask, b, ids[row], gens[row], hits[row])
-                        else:
+                        if not (done[b] or last):
                             keep.append(b)
+                        elif self.prefix_cache:
+                            self._store(layers, mask, b, ids[row], gens[row], hits[row])
                     if not keep:
                         break
                     if len(keep) < len(live):
@@ -322,7 +328,7 @@ class HFBackend:
 
     def _generate_lockstep(self, input_ids: Any, mask: Any, params: SamplingParams) -> list[tuple[list[int], Any]]:
         """transformers' ``generate``: every row until the longest is done; no cache kept (models
-        whose cache cannot be cut to a prefix, or ``prefix_cache=False``)."""
+        whose cache is not a plain key/value cache, or ``lockstep``)."""
         import torch
 
         tok = self.tokenizer
@@ -446,7 +452,7 @@ def _stop_criteria(tokenizer: Any, stop: Sequence[str], prompt_width: int) -> An
     return StopStrings()
 
 
-def _prefix_cacheable(lm: Any) -> bool:
+def has_plain_kv_cache(lm: Any) -> bool:
     """True when the model's generation cache is one plain key/value tensor per layer."""
     if getattr(lm, "_is_stateful", False):
         return False

@@ -19,7 +19,7 @@ from irtk.dialogue.config import SimulateConfig
 from irtk.dialogue.episode import Episode
 from irtk.dialogue.gate import STOP
 from irtk.dialogue.simulate import _Parts, dialogue_record, metric_row, simulate_batch
-from irtk.generation.hf import HFBackend
+from irtk.generation.hf import HFBackend, has_plain_kv_cache
 from irtk.training.config import TrainSettings
 from irtk.training.samples import expert_turns, rollout_samples
 
@@ -41,6 +41,8 @@ class LiveHFBackend(HFBackend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = next(lm.parameters()).device
         self.prefix_cache = False
+        self.cacheable = has_plain_kv_cache(lm)  # the decoding loop: finished rows leave the batch
+        self.lockstep = False
         self._prefixes = OrderedDict()
         params = inspect.signature(self.lm.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
