@@ -204,3 +204,5 @@ def test_testbed_sheets_table_and_extractor_weights(tmp_path, testbed, tiny_ciea
     row = table.splitlines()[-1]
     # mean ± sd; 95% t-interval 60 ± 12.706 · 14.14 / √2 = 60 ± 127.1; range.
     assert row.startswith("| ciea | 2 | 60.0 ± 14.1 |") and row.endswith("| -67.1–187.1 | 50.0–70.0 |")
+    one = tb.table([str(tmp_path / "ciea-seed1.json")]).splitlines()[-1]  # one seed: no spread to show
+    assert one.startswith("| ciea | 1 | 70.0 | 70.0 |") and one.endswith("| 70.0 | – | – |")

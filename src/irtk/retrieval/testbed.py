@@ -155,11 +155,16 @@ def table(paths: list[str]) -> str:
     lines = ["| model | seeds | " + " | ".join(METRICS) + " | MRR@10 95% CI | MRR@10 min–max |",
              "|---" * (len(METRICS) + 4) + "|"]
     for model, runs in groups.items():
-        cells = [f"{mean:.1f} ± {sd:.1f}" for mean, sd in
+        # One seed has no spread: its cells are the values alone, its interval and range "–".
+        one = len(runs) == 1
+        cells = [f"{mean:.1f}" if one else f"{mean:.1f} ± {sd:.1f}" for mean, sd in
                  (_mean_sd([100 * r[m] for r in runs]) for m in METRICS)]
         mrr = [100 * r["MRR@10"] for r in runs]
         mean, sd = _mean_sd(mrr)
-        half = float(t.ppf(0.975, len(mrr) - 1)) * sd / math.sqrt(len(mrr)) if len(mrr) > 1 else float("nan")
-        lines.append(f"| {model} | {len(runs)} | " + " | ".join(cells)
-                     + f" | {mean - half:.1f}–{mean + half:.1f} | {min(mrr):.1f}–{max(mrr):.1f} |")
+        if one:
+            interval = spread = "–"
+        else:
+            half = float(t.ppf(0.975, len(mrr) - 1)) * sd / math.sqrt(len(mrr))
+            interval, spread = f"{mean - half:.1f}–{mean + half:.1f}", f"{min(mrr):.1f}–{max(mrr):.1f}"
+        lines.append(f"| {model} | {len(runs)} | " + " | ".join(cells) + f" | {interval} | {spread} |")
     return "\n".join(lines)
