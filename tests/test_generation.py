@@ -537,3 +537,16 @@ def test_sampling_draws_from_the_top_p_warpers_distribution(monkeypatch, top_p, 
     assert set(draws.tolist()) <= set(torch.nonzero(want).squeeze(-1).tolist())
     assert 1 < int((want > 0).sum()) < 40 or top_p == 1.0
     assert (seen - want).abs().max().item() < 0.01  # binomial sd at p=0.5, n=40k: 0.0025
+
+
+def test_auto_backend_is_vllm_where_it_is_installed(monkeypatch):
+    import importlib.util
+
+    from irtk.generation import auto_backend, check_backend_options
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    assert auto_backend("auto") == "hf" and auto_backend("openai") == "openai"
+    check_backend_options("auto", {"prefix_cache": False})  # checked against hf's constructor
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    assert auto_backend("auto") == "vllm" and auto_backend("hf") == "hf"

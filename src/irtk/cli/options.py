@@ -103,7 +103,8 @@ BatchSize = Annotated[
 Backend = Annotated[
     str,
     typer.Option("--backend", envvar="IRTK_BACKEND",
-                 help="Generation backend: hf, vllm, openai, or module:attr."),
+                 help="Generation backend: auto (vllm where it is installed, else hf), hf, vllm, openai, "
+                      "or module:attr."),
 ]
 Model = Annotated[
     str,

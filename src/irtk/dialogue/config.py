@@ -25,7 +25,8 @@ class SimulateConfig:
 
     policy: str = setting("model", "Clarifier: model, oracle (the trajectory's own questions), "
                           "random (random graph questions), none, or module:attr.")
-    backend: str = setting("hf", "Generation backend: hf, vllm, openai, or module:attr.")
+    backend: str = setting("auto", "Generation backend: auto (vllm where it is installed, else hf), "
+                           "hf, vllm, openai, or module:attr.")
     model: str = setting(DEFAULT_LM, "Model: a registry name (irtk models), a local path or a hub id.")
     base_url: str | None = setting(None, "OpenAI-compatible server for --backend openai.")
     dtype: str = setting("auto", "Model weights for --backend hf/vllm: auto, float32, bfloat16 or float16.")

@@ -28,7 +28,8 @@ class ExpandConfig:
 
     render: str = setting("template", "Dialogue rendering: template (deterministic, no LLM) or llm "
                           "(role-play with --backend/--model).")
-    backend: str = setting("hf", "Generation backend: hf, vllm, openai, or module:attr.")
+    backend: str = setting("auto", "Generation backend: auto (vllm where it is installed, else hf), "
+                           "hf, vllm, openai, or module:attr.")
     model: str = setting(DEFAULT_LM, "Model: a registry name (irtk models), a local path or a hub id.")
     base_url: str | None = setting(None, "OpenAI-compatible server for --backend openai.")
     dtype: str = setting("auto", "Model weights for --backend hf/vllm: auto, float32, bfloat16 or float16.")

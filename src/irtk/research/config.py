@@ -33,7 +33,8 @@ class ResearchConfig:
     clarify: str = setting("auto", "interactive (ask at the terminal; auto when stdin is not one), "
                            "simulate (the simulated user answers from the request's intents), "
                            "auto (no questions: state assumptions), or none.")
-    backend: str = setting("hf", "Generation backend: hf, vllm, openai, or module:attr.")
+    backend: str = setting("auto", "Generation backend: auto (vllm where it is installed, else hf), "
+                           "hf, vllm, openai, or module:attr.")
     model: str = setting(DEFAULT_LM, "Model of the summary agent, the assumptions and the LLM writer.")
     clarifier_model: str | None = setting(None, "Clarifier model: a registry name, path, hub id or a "
                                           "checkpoint folder from train-offline/train-online (default: --model).")
