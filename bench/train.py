@@ -156,7 +156,7 @@ def main() -> int:
         ratio = best["irtk"] / best["bare"]
         verdict = "PASS" if ratio <= 1.15 else "FAIL"
         print(f"overhead: irtk train-offline {best['irtk']:.3f} s/step vs bare GRPOTrainer {best['bare']:.3f} s/step "
-              f"(entropy control {args.entropy_control}): ratio {ratio:.3f} (target <= 1.15: {verdict})")
+              f"(entropy control {args.entropy_control}): ratio {ratio:.3f}x (target <= 1.15x: {verdict})")
         if args.real_steps:
             real_run(rows, args.real_steps, tmp)
     return 0 if ratio <= 1.15 else 1
