@@ -425,7 +425,9 @@ class _StopCheck:
 
     def __init__(self, tokenizer: Any, stop: Sequence[str]) -> None:
         self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
-        self.window = max(len(s) for s in stop) + 4  # see _stop_criteria
+        # Enough trailing tokens to hold any stop string ending at the newest one (a token is at
+        # least one character, but special tokens decode to nothing).
+        self.window = max(len(s) for s in stop) + 4
 
     def __call__(self, gen: list[int]) -> bool:
         tail = self.tokenizer.decode(gen[-self.window:], skip_special_tokens=True)
@@ -433,21 +435,19 @@ class _StopCheck:
 
 
 def _stop_criteria(tokenizer: Any, stop: Sequence[str], prompt_width: int) -> Any:
-    """Stops a row once its *generated* text contains a stop string, as vLLM and OpenAI servers
-    do. transformers' own ``stop_strings`` also match across the prompt's end, so a reply that
-    starts with a newline after a template's "assistant\n" would stop at once."""
+    """``_StopCheck`` as a ``generate`` stopping criterion: a row stops once its *generated* text
+    contains a stop string, as vLLM and OpenAI servers do. transformers' own ``stop_strings`` also
+    match across the prompt's end, so a reply that starts with a newline after a template's
+    "assistant\n" would stop at once."""
     import torch
     from transformers import StoppingCriteria
 
-    # Enough trailing tokens to hold any stop string ending at the newest one (a token is at
-    # least one character, but special tokens decode to nothing).
-    window = max(len(s) for s in stop) + 4
+    check = _StopCheck(tokenizer, stop)
 
     class StopStrings(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **_: Any) -> Any:
-            tails = tokenizer.batch_decode(input_ids[:, max(prompt_width, input_ids.shape[1] - window):],
-                                           skip_special_tokens=True)
-            return torch.tensor([any(s in t for s in stop if s) for t in tails], device=input_ids.device)
+            return torch.tensor([check(row) for row in input_ids[:, prompt_width:].tolist()],
+                                device=input_ids.device)
 
     return StopStrings()
 
