@@ -61,6 +61,7 @@ class Counting:
     def __init__(self, backend) -> None:
         self.backend, self.prompt, self.cached, self.completion = backend, 0, 0, 0
         self.batch_size = getattr(backend, "batch_size", None)
+        self.call_size = getattr(backend, "call_size", None)
 
     def chat(self, conversations, params):
         out = self.backend.chat(conversations, params)

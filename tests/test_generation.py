@@ -550,3 +550,58 @@ def test_auto_backend_is_vllm_where_it_is_installed(monkeypatch):
     check_backend_options("auto", {"prefix_cache": False})  # checked against hf's constructor
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
     assert auto_backend("auto") == "vllm" and auto_backend("hf") == "hf"
+
+
+def test_slab_cache_gives_dynamic_caches_logits_through_growth_and_row_cuts(tiny_llama):
+    # The decoding loop's cache writes in place into a preallocated slab; fed past its capacity
+    # it grows, and cutting rows keeps the others' key/values: the logits must stay those of
+    # transformers' own DynamicCache at every step.
+    import torch
+    from transformers import DynamicCache
+
+    from irtk.generation.hf import _slab_cache, load_causal_lm
+
+    lm, _, _ = load_causal_lm(tiny_llama, "cpu", "float32")
+    torch.manual_seed(0)
+    ids = torch.randint(5, 200, (3, 6))
+    caches = {"dynamic": DynamicCache(config=lm.config), "slab": _slab_cache(lm.config, capacity=4)}
+    logits = {}
+    with torch.inference_mode():
+        for name, cache in caches.items():
+            steps, feed, mask = [], ids, torch.ones_like(ids)
+            for step in range(5):
+                if step == 3:  # the middle row ends: the batch continues with the other two
+                    cache.batch_select_indices(torch.tensor([0, 2]))
+                    feed, mask = feed[[0, 2]], mask[[0, 2]]
+                out = lm(input_ids=feed, attention_mask=mask, past_key_values=cache, use_cache=True)
+                steps.append(out.logits[:, -1])
+                feed = out.logits[:, -1].argmax(-1, keepdim=True)
+                mask = torch.cat([mask, torch.ones_like(feed)], dim=1)
+            logits[name] = steps
+            assert cache.get_seq_length() == 6 + 4
+    for a, b in zip(logits["dynamic"], logits["slab"], strict=True):
+        torch.testing.assert_close(a, b)
+    slab = caches["slab"].layers[0]
+    assert slab.slab_keys.shape[2] >= 10 and slab.keys.shape == (2, slab.keys.shape[1], 10, slab.keys.shape[3])
+
+
+def test_hf_rows_join_the_batch_as_others_end(peaked_llama):
+    """Continuous batching within a call: 7 conversations through 2 rows, rows ending at different
+    steps (stop strings) and waiting ones pre-filled into the running batch, over two turns with
+    the cache on. Greedy fp32 gives each row the tokens and log-probs of ``generate`` alone."""
+    params = SamplingParams(max_tokens=12, temperature=0.0, logprobs=True, stop=("e", "a"))
+    # The peaked model writes varied text (the flat one only newlines), so stop strings end rows apart.
+    plain = get_backend("hf", peaked_llama, prefix_cache=False, lockstep=True, dtype="float32", batch_size=1)
+    joined = get_backend("hf", peaked_llama, dtype="float32", batch_size=2)
+    words = ["rivers", "the history of mountain passes", "why", "glaciers and sea level",
+             "tides", "the ecology of coastal wetlands", "salt"]
+    convs = [[SYSTEM, {"role": "user", "content": w}] for w in words]
+    lengths = set()
+    for turn in range(2):
+        want, got = plain.chat(convs, params), joined.chat(convs, params)
+        for p, g in zip(want, got, strict=True):
+            assert (g.text, g.completion_tokens, g.finish_reason) == (p.text, p.completion_tokens, p.finish_reason)
+            assert g.logprobs == pytest.approx(p.logprobs, abs=1e-4)
+        lengths |= {g.completion_tokens for g in got}
+        convs = next_turns(convs, want, turn)
+    assert len(lengths) >= 3  # rows really ended at different steps

@@ -60,8 +60,9 @@ class SimulateConfig:
     user_max_tokens: int = setting(64, "Tokens per simulated-user answer (--user llm).")
     summary_max_tokens: int = setting(160, "Tokens of the summary query (--summary llm).")
     seed: int = setting(0, "Random seed.")
-    batch_size: int | None = setting(None, "Dialogues advancing together, one backend call per turn "
-                                     "(default: what the backend batches best; hf: 32 on a CPU).")
+    batch_size: int | None = setting(None, "The backend's batch (hf: rows per forward; default 32 on a CPU). "
+                                     "Dialogues advance together, one backend call per turn, as many as "
+                                     "the backend asks per call (hf: twice its batch).")
     limit: int | None = setting(None, "Simulate at most N dialogues.")
     skip_ids: frozenset[str] = setting(help="Dialogue ids already done (resume bookkeeping; not recorded).",
                                        factory=frozenset)

@@ -6,11 +6,12 @@ every turn is scored with the same reward code the trainers use (``rewards``); a
 turn the summary agent writes the fine-grained query (``summary``). One output row per
 trajectory: its input columns plus the DIALOGUE fields.
 
-Batching (continuous, over dialogues): ``batch_size`` dialogues (default: what the backend
-batches best) advance together, one turn per step — one policy call for every live dialogue's
-next question, one gate pass, one user call. A dialogue that ends leaves the batch at once and
-the next waiting trajectory takes its place, so calls stay full; ended dialogues get their
-summaries ``batch_size`` at a time, in one summary call. Output rows keep the input order.
+Batching (continuous, over dialogues): as many dialogues as the backend asks per call
+(``_Parts.slots``; hf: twice its batch, whose rows join its running batch as others end)
+advance together, one turn per step — one policy call for every live dialogue's next question,
+one gate pass, one user call. A dialogue that ends leaves at once and the next waiting
+trajectory takes its place, so calls stay full; ended dialogues get their summaries that many at
+a time, in one summary call. Output rows keep the input order.
 """
 
 from __future__ import annotations
@@ -96,10 +97,12 @@ class _Parts:
         return self._backends[model]
 
     def slots(self) -> int:
-        """Dialogues to play at once when ``--batch-size`` is not given: what the backends of this
-        run batch best (the smallest of their ``batch_size``), else ``DEFAULT_SLOTS``."""
-        sizes = [b.batch_size for b in self._backends.values() if getattr(b, "batch_size", None)]
-        return min(sizes, default=DEFAULT_SLOTS)
+        """Dialogues to play at once: what the run's backends ask per call (the smallest
+        ``call_size``, else ``batch_size``; both follow ``--batch-size``), else ``--batch-size``,
+        else ``DEFAULT_SLOTS``."""
+        sizes = [getattr(b, "call_size", None) or b.batch_size for b in self._backends.values()
+                 if getattr(b, "batch_size", None)]
+        return min(sizes, default=self.config.batch_size or DEFAULT_SLOTS)
 
 
 def play_turn(live: Sequence[Episode], parts: _Parts, max_turns: int) -> None:
@@ -276,7 +279,7 @@ def run_simulate(config: SimulateConfig, reader: Any, writer: Any, *,
     if first is not None:
         # Models load only once the first batch has been read and validated: bad input fails fast.
         parts = parts or _Parts(config)
-        slots = config.batch_size or parts.slots()
+        slots = parts.slots()
         records: list[dict] = []
         for e in play(chain([first], episodes), parts, config.max_turns, slots):
             records.append(dialogue_record(e, config.policy))

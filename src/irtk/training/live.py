@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +19,7 @@ from irtk.dialogue.config import SimulateConfig
 from irtk.dialogue.episode import Episode
 from irtk.dialogue.gate import STOP
 from irtk.dialogue.simulate import _Parts, dialogue_record, metric_row, simulate_batch
-from irtk.generation.hf import HFBackend, has_plain_kv_cache
+from irtk.generation.hf import HFBackend
 from irtk.training.config import TrainSettings
 from irtk.training.samples import expert_turns, rollout_samples
 
@@ -30,22 +30,13 @@ class LiveHFBackend(HFBackend):
     """The transformers backend on an in-memory model (no loading, no prefix cache)."""
 
     def __init__(self, lm: Any, tokenizer: Any, *, batch_size: int = 16) -> None:
-        import inspect
-
-        self.model = LIVE_MODEL
-        self.batch_size = max(1, batch_size)
-        self.lm = lm
-        self.tokenizer = copy.copy(tokenizer)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device = next(lm.parameters()).device
-        self.prefix_cache = False
-        self.cacheable = has_plain_kv_cache(lm)  # the decoding loop: finished rows leave the batch
-        self.lockstep = False
-        self._prefixes = OrderedDict()
-        params = inspect.signature(self.lm.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        tokenizer = copy.copy(tokenizer)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        # The decoding loop (finished rows leave the batch) without the prefix cache.
+        self._attach(LIVE_MODEL, lm, tokenizer, next(lm.parameters()).device, batch_size=batch_size,
+                     prefix_cache=False, cache_bytes=0, lockstep=False)
 
     def chat(self, conversations: Sequence[Any], params: Any) -> list[Any]:
         was_training = self.lm.training
