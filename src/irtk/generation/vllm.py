@@ -60,6 +60,11 @@ class VLLMBackend:
             kwargs["max_model_len"] = max_model_len
         if _has_cuda():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            # vLLM's CPU build cannot rewind a request's own (seeded) generator when it discards
+            # the token sampled after part of a pre-fill split into chunks ("CPU Generator does
+            # not use offset", seen at 64 dialogues): on CPU a prompt is pre-filled whole.
+            kwargs["enable_chunked_prefill"] = False
         self._vllm = vllm
         self.llm = vllm.LLM(**kwargs)
 
