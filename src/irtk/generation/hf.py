@@ -146,10 +146,10 @@ class _Batch:
     positions: Any  # [rows, fed]
     history: Any | None
     pad: int
-    done: list[bool] = field(default_factory=list)
+    done: list[bool] = field(init=False)  # per batch row: ended, not cut yet
 
     def __post_init__(self) -> None:
-        self.done = self.done or [False] * len(self.rows)
+        self.done = [False] * len(self.rows)
 
     def step(self, lm: Any, cache_kwarg: str) -> Any:
         """One forward over ``feed``; the next-token logits of every row (fp32)."""
@@ -372,11 +372,15 @@ class HFBackend:
         # Rows free before waiting ones are pre-filled to join: a pre-fill and a merge cost a
         # few steps, so not for every single row.
         admit_at = max(1, self.batch_size // 8)
+
+        def can_admit(free: int) -> bool:
+            return bool(waiting) and free >= min(admit_at, len(waiting))
+
         batch: _Batch | None = None
         with torch.inference_mode():
             while True:
                 room = self.batch_size - (len(batch.rows) if batch else 0)
-                if waiting and room >= min(admit_at, len(waiting)):
+                if can_admit(room):
                     take = [waiting.popleft() for _ in range(min(room, len(waiting)))]
                     stepped, logits = self._prefill(take, ids, hits, params, history=bool(processors))
                 elif batch is not None:
@@ -401,8 +405,8 @@ class HFBackend:
                 finished, live = sum(batch.done), len(batch.rows)
                 # Cutting rows copies the cache once: wait until enough rows have ended to pay
                 # for it, or until cutting them lets the waiting rows join.
-                if finished and (finished == live or finished >= max(1, live // 8) or
-                                 (waiting and self.batch_size - live + finished >= min(admit_at, len(waiting)))):
+                if finished and (finished == live or finished >= max(1, live // 8)
+                                 or can_admit(self.batch_size - live + finished)):
                     if self.prefix_cache:
                         for b, row in enumerate(batch.rows):
                             if batch.done[b]:
@@ -594,12 +598,7 @@ def _slab_layer_class() -> type:
                 self.lazy_initialization(key_states, value_states)
             end = self.length + key_states.shape[-2]
             if end > self.slab_keys.shape[2]:
-                self.capacity = max(end, self.slab_keys.shape[2] * 3 // 2)
-                old_keys, old_values = self.keys, self.values
-                self.allocate(old_keys.shape[0], old_keys, old_values)
-                self.slab_keys[:, :, :old_keys.shape[2]] = old_keys
-                self.slab_values[:, :, :old_values.shape[2]] = old_values
-                self.length = old_keys.shape[2]
+                self._rebuild([(self.keys, self.values)], max(end, self.slab_keys.shape[2] * 3 // 2))
             self.slab_keys[:, :, self.length:end] = key_states
             self.slab_values[:, :, self.length:end] = value_states
             self.length = end
@@ -630,15 +629,25 @@ def _slab_layer_class() -> type:
                 self._views()
 
         def concat(self, other: Any, capacity: int) -> None:
-            """``other``'s rows after these, both right-aligned at the longer length (the
-            shorter left-padded with zeros), in a new slab of ``capacity`` positions."""
-            keys, values, length = self.keys, self.values, max(self.length, other.length)
+            """``other``'s rows after these (``_rebuild``)."""
+            self._rebuild([(self.keys, self.values), (other.keys, other.values)], capacity)
+
+        def _rebuild(self, parts: list[tuple[Any, Any]], capacity: int) -> None:
+            """A new slab of at least ``capacity`` positions holding ``parts`` (the keys and
+            values of some rows each), one after another, right-aligned at the longest (the
+            others left-padded with zeros): growing past the slab, and merging batches."""
+            length = max(keys.shape[2] for keys, _ in parts)
             self.capacity = max(capacity, length)
-            self.allocate(keys.shape[0] + other.keys.shape[0], keys, values, length)
-            for slab, (mine, theirs) in ((self.slab_keys, (keys, other.keys)),
-                                         (self.slab_values, (values, other.values))):
-                slab[:mine.shape[0], :, length - mine.shape[2]:length] = mine
-                slab[mine.shape[0]:, :, length - theirs.shape[2]:length] = theirs
+            self.allocate(sum(keys.shape[0] for keys, _ in parts), *parts[0])
+            row = 0
+            for keys, values in parts:
+                rows, pad = keys.shape[0], length - keys.shape[2]
+                for slab, part in ((self.slab_keys, keys), (self.slab_values, values)):
+                    slab[row:row + rows, :, :pad].zero_()
+                    slab[row:row + rows, :, pad:length] = part
+                row += rows
+            self.length = length
+            self._views()
 
         def reorder_cache(self, beam_idx: Any) -> None:
             self.batch_select_indices(beam_idx.to(self.device))
