@@ -208,3 +208,16 @@ def test_a_type_change_past_the_first_block_names_its_line(tmp_path, monkeypatch
     with pytest.raises(InputError, match=r"drift.jsonl: line 3001: does not fit the columns"):
         convert(p, output=tmp_path / "o.parquet")
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_keyed_map_with_absent_entries_round_trips(tmp_path):
+    """A graph read from a file whose nodes were one struct column (absent nodes read as None)
+    writes and reads back as the nodes it has."""
+    from irtk.io import RecordWriter, read_rows
+
+    row = seed(0)
+    row["graph"] = {**row["graph"], "nodes": {**row["graph"]["nodes"], "q-absent": None}}
+    with RecordWriter(tmp_path / "t.parquet") as w:
+        w.write_rows([row])
+    back = read_rows(tmp_path / "t.parquet")[0]
+    assert set(back["graph"]["nodes"]) == set(row["graph"]["nodes"]) - {"q-absent"}

@@ -359,13 +359,15 @@ def _convert(value: object, f: pa.Field, to_arrow: bool) -> object:
         if to_arrow and isinstance(value, Mapping):
             out = []
             for key, sub in value.items():
+                if sub is None:  # a key without an entry (a struct column that other rows filled)
+                    continue
                 sub = dict(sub) if isinstance(sub, Mapping) else sub
                 if isinstance(sub, dict):
                     sub.setdefault("id", key)
                 out.append(_convert(sub, item, True))
             return out
         if not to_arrow and isinstance(value, list):
-            return {sub["id"]: _convert(sub, item, False) for sub in value}
+            return {sub["id"]: _convert(sub, item, False) for sub in value if sub is not None}
         return value
     if (pa.types.is_list(t) or pa.types.is_large_list(t)) and isinstance(value, (list, tuple)):
         if not _codec_fields(t.value_type):

@@ -129,3 +129,35 @@ def test_hook_mask_leaves_gradient_and_denominator(tmp_path, tiny_llama, traject
     assert worst < 1e-4, worst  # float summation order only
     assert torch.equal(batch["completion_mask"], before)  # the hook narrows a private copy
     assert trainer._metrics["train"]["entropy_control/clip_fraction"] == [0.5]
+
+
+def test_completions_end_at_the_first_stop_string(tmp_path, tiny_llama, trajectory_rows):
+    """GRPO's completions are the turns simulate would play: each ends with the token that
+    completes its first stop string, so the reward scores and the loss trains only that text."""
+    from transformers import AutoTokenizer
+
+    from irtk.training.trainer import _grpo_trainer_class, reward_preset, to_dataset
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    seen: list[list[int]] = []
+
+    def record(prompts, completions, completion_ids=None, **_):
+        seen.extend(completion_ids)
+        return [0.0] * len(completions)
+
+    cfg = _config(tmp_path, tiny_llama, max_steps=1, max_completion_length=24)
+    cfg.reward_weights = reward_preset(cfg).weights
+    data = to_dataset(S.expert_samples(trajectory_rows[:2]), "grpo")
+    # "e" occurs in most tokens of SmolLM2's vocabulary, so a random model writes it early and often.
+    trainer = _grpo_trainer_class()(model=tiny_llama, reward_funcs=[record], args=cfg, train_dataset=data,
+                                    stop=("e",))
+    trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    assert len(seen) == 8
+    cut = 0
+    for ids in seen:
+        assert "e" not in tok.decode(ids[:-1], skip_special_tokens=True)
+        if "e" in tok.decode(ids[-1:], skip_special_tokens=True):
+            cut += 1
+        else:
+            assert len(ids) == 24 or ids[-1] == tok.eos_token_id  # never cut: ran to its end
+    assert cut >= 4, [tok.decode(i) for i in seen]

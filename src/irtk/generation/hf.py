@@ -366,7 +366,7 @@ class HFBackend:
         waiting = deque(order)
         processors = _logits_processors(params)
         eos = self._eos
-        stop = _StopCheck(self.tokenizer, params.stop) if params.stop else None
+        stop = StopCheck(self.tokenizer, params.stop) if params.stop else None
         gens: list[list[int]] = [[] for _ in ids]
         logprobs: list[list[float] | None] = [[] if params.logprobs else None for _ in ids]
         # Rows free before waiting ones are pre-filled to join: a pre-fill and a merge cost a
@@ -457,7 +457,7 @@ class HFBackend:
             logits = torch.stack(out.logits, dim=1).float()
             logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
         eos, outs = self._eos, []
-        stop = _StopCheck(tok, params.stop) if params.stop else None
+        stop = StopCheck(tok, params.stop) if params.stop else None
         for row in range(new.shape[0]):
             gen = new[row].tolist()
             # A row ends at its first end-of-sequence token or stop string; generate pads after.
@@ -522,7 +522,7 @@ def sample(scores: Any, top_p: float = 1.0) -> Any:
     return index.gather(-1, choice).squeeze(1)
 
 
-class _StopCheck:
+class StopCheck:
     """True once a row's *generated* tokens contain a stop string (decoding only their tail)."""
 
     def __init__(self, tokenizer: Any, stop: Sequence[str]) -> None:
@@ -535,16 +535,25 @@ class _StopCheck:
         tail = self.tokenizer.decode(gen[-self.window:], skip_special_tokens=True)
         return any(s in tail for s in self.stop)
 
+    def kept(self, gen: Sequence[int]) -> int:
+        """How many of ``gen``'s tokens a generation that checked after every token would have
+        written: up to the one that completes the first stop string, else all of them."""
+        gen = list(gen)
+        text = self.tokenizer.decode(gen, skip_special_tokens=True)
+        if not any(s in text for s in self.stop):
+            return len(gen)
+        return next((k for k in range(1, len(gen) + 1) if self(gen[:k])), len(gen))
+
 
 def _stop_criteria(tokenizer: Any, stop: Sequence[str], prompt_width: int) -> Any:
-    """``_StopCheck`` as a ``generate`` stopping criterion: a row stops once its *generated* text
+    """``StopCheck`` as a ``generate`` stopping criterion: a row stops once its *generated* text
     contains a stop string, as vLLM and OpenAI servers do. transformers' own ``stop_strings`` also
     match across the prompt's end, so a reply that starts with a newline after a template's
     "assistant\n" would stop at once."""
     import torch
     from transformers import StoppingCriteria
 
-    check = _StopCheck(tokenizer, stop)
+    check = StopCheck(tokenizer, stop)
 
     class StopStrings(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **_: Any) -> Any:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from irtk.dialogue.prompts import QUESTION_END
 from irtk.errors import UsageError
 from irtk.training.config import TrainSettings
 
@@ -79,6 +80,7 @@ def _grpo_trainer_class() -> type:
 
     from irtk.entropy.config import CONTROLS, TRL_NATIVE
     from irtk.entropy.control import ControlResult
+    from irtk.generation.hf import StopCheck
 
     # Controls that read full-vocabulary statistics (S_k, D_k); the rest use TRL's log-probs/entropies.
     no_stats = {"none", "clip-cov", "kl-cov", "top-entropy", "bonus"}
@@ -86,8 +88,9 @@ def _grpo_trainer_class() -> type:
     class IntentGRPOTrainer(WallClockLog, GRPOTrainer):
         """GRPOTrainer with the per-token entropy-control hook and wall-clock logging."""
 
-        def __init__(self, *args: Any, entropy: Any = None, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, entropy: Any = None, stop: Sequence[str] = (), **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self._stop = StopCheck(self.processing_class, stop) if stop else None
             self.entropy_config = entropy
             name = entropy.entropy_control if entropy is not None else "none"
             # TRL applies its own rules itself (the config set its field); the hook logs their statistics.
@@ -96,6 +99,20 @@ def _grpo_trainer_class() -> type:
             self._hook_inputs: dict | None = None
             self._hook_extra: Any = None
             self._generator = torch.Generator().manual_seed(self.args.seed)
+
+        def _generate_single_turn(self, *args: Any, **kwargs: Any) -> Any:
+            """TRL's completions, each cut after the token that completes its first stop string
+            (with its log-probs): the turn ``simulate`` would have played, so the reward scores
+            and the loss trains the same text. TRL's ``generate`` takes no stopping criterion,
+            so the tokens past the stop are generated and dropped here."""
+            ids, logprobs = super()._generate_single_turn(*args, **kwargs)
+            if self._stop is None:
+                return ids, logprobs
+            kept = [self._stop.kept(c) for c in ids]
+            ids = [c[:k] for c, k in zip(ids, kept, strict=True)]
+            if logprobs is not None:
+                logprobs = [lp[:k] for lp, k in zip(logprobs, kept, strict=True)]
+            return ids, logprobs
 
         # -- the hook ------------------------------------------------------------------------
 
@@ -406,7 +423,8 @@ def train_once(config: Any, model: Any, tokenizer: Any, samples: Sequence[Mappin
         config.reward_weights = list(preset.weights)
         trainer = _grpo_trainer_class()(model=model, reward_funcs=list(preset.funcs), args=config,
                                         train_dataset=dataset, processing_class=tokenizer,
-                                        peft_config=peft_config(config), callbacks=cbs, entropy=config.entropy)
+                                        peft_config=peft_config(config), callbacks=cbs, entropy=config.entropy,
+                                        stop=QUESTION_END)
     else:
         trainer = _sft_trainer_class()(model=model, args=config, train_dataset=dataset,
                                        processing_class=tokenizer, peft_config=peft_config(config),
