@@ -87,8 +87,9 @@ testbed:
 
 # IntentRL's Table 1 in miniature on the embedded SmolLM2-135M (CPU, LoRA): the example seeds
 # split by seed into train / held-out; Stage I (GRPO), Stage II (rollouts of the Stage I policy
-# mixed with Stage I turns, a fresh run from the base model; INTENTRL_STAGE2='--init ...'
-# continues the Stage I checkpoint instead) and the SFT ablation; then every
+# mixed with Stage I turns; on this CPU budget Stage II continues the Stage I checkpoint, the
+# paper's fresh run from the base model is INTENTRL_STAGE2='--rollout-model ...') and the SFT
+# ablation; then every
 # clarifier, the untrained model, oracle, random and none, simulated on the same held-out
 # trajectories and compared with seed-bootstrap intervals (README: "Training").
 # One file target per step: a rerun skips finished steps, and a killed training resumes from its
@@ -97,10 +98,13 @@ INTENTRL ?= $(OUT)/intentrl
 INTENTRL_EXPAND ?= --no-build
 INTENTRL_TRAIN ?= --lora-r 16 --lr 5e-4 --batch-size 8 --group-size 4 --max-completion-length 32 \
 	--max-prompt-length 256 --max-steps 24 --max-samples 48 --save-steps 4 --seed 0
-INTENTRL_ONLINE ?= --rollout-limit 24 --rollout-turns 2
-# Where Stage II starts: the paper's fresh run from the base model with the Stage I policy's
-# rollouts; --init $(INTENTRL)/stage1 continues Stage I instead.
-INTENTRL_STAGE2 ?= --rollout-model $(INTENTRL)/stage1
+# Stage II on a CPU budget: it continues Stage I (whose steps already taught the question
+# format), its steps go mostly to rollout turns (the only samples with penalties: 48
+# trajectories x 2 questions beside 24 expert turns), one prompt per step in a group of 8 (the
+# paper's group size). The paper's fresh run from the base model with the Stage I policy's
+# rollouts: INTENTRL_STAGE2='--rollout-model $(INTENTRL)/stage1'.
+INTENTRL_ONLINE ?= --rollout-limit 48 --rollout-turns 2 --batch-size 8 --group-size 8 --max-steps 40 --max-samples 24
+INTENTRL_STAGE2 ?= --init $(INTENTRL)/stage1
 INTENTRL_SIM ?= --summary template --max-turns 2 --max-tokens 32 --seed 0 --batch-size 24 -q
 INTENTRL_BASE ?= SmolLM2-135M (untrained)
 # The irtk program for the trainers (PROFILE=paper: accelerate launch -m irtk).
@@ -118,7 +122,7 @@ $(INTENTRL)/stage1/metrics.parquet: $(INTENTRL)/train.parquet
 	  $(INTENTRL_TRAIN) --resume --plots $(INTENTRL)/plots-stage1
 $(INTENTRL)/stage2/metrics.parquet: $(INTENTRL)/train.parquet $(INTENTRL)/stage1/metrics.parquet
 	$(TRAIN_IRTK) train-online $< -o $(INTENTRL)/stage2 $(INTENTRL_STAGE2) \
-	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 $(INTENTRL_ONLINE) $(INTENTRL_TRAIN) --resume \
+	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 $(INTENTRL_TRAIN) $(INTENTRL_ONLINE) --resume \
 	  --plots $(INTENTRL)/plots --compare $(INTENTRL)/stage1
 $(INTENTRL)/sft/metrics.parquet: $(INTENTRL)/train.parquet
 	$(TRAIN_IRTK) train-offline $< -o $(INTENTRL)/sft --method sft --eval $(INTENTRL)/heldout.parquet \
