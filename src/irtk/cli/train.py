@@ -108,8 +108,10 @@ def train(
     rollout_turns: Annotated[int, _o("rollout_turns", "--rollout-turns", min=1)] = D(C, "rollout_turns"),
     prefix_min: Annotated[int, _o("prefix_min", "--prefix-min", min=0)] = D(C, "prefix_min"),
     prefix_max: Annotated[Optional[int], _o("prefix_max", "--prefix-max", min=0, show_default=False)] = None,
-    plots: Annotated[Optional[Path], typer.Option("--plots", help="Draw reward, its components and entropy "
-                                                  "against step (PNG) into this folder.", show_default=False)] = None,
+    plots: Annotated[Optional[Path], typer.Option("--plots", help="Draw reward, its components, token "
+                                                  "entropy, the entropy control's clip fraction and the held-out "
+                                                  "metrics against step (PNG) into this folder.",
+                                                  show_default=False)] = None,
     compare: Annotated[Optional[list[Path]], typer.Option("--compare", help="With --plots: other checkpoint "
                                                           "folders drawn side by side; repeatable.",
                                                           show_default=False)] = None,
