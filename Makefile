@@ -109,7 +109,9 @@ INTENTRL_SIM ?= --summary template --max-turns 2 --max-tokens 32 --seed 0 --batc
 INTENTRL_BASE ?= SmolLM2-135M (untrained)
 # The irtk program for the trainers (PROFILE=paper: accelerate launch -m irtk).
 TRAIN_IRTK ?= $(BIN)/irtk
-INTENTRL_ROWS := oracle random none base sft stage1 stage2 sft-stage2
+# INTENTRL_EXTRA=sft-stage2 adds a row beyond the paper: Stage II on top of the SFT checkpoint.
+INTENTRL_EXTRA ?=
+INTENTRL_ROWS := oracle random none base sft stage1 stage2 $(INTENTRL_EXTRA)
 $(INTENTRL)/trajectories.parquet: examples/seeds.jsonl | setup
 	mkdir -p $(INTENTRL)
 	$(BIN)/irtk expand examples/seeds.jsonl $(INTENTRL_EXPAND) -q -o $@
@@ -124,7 +126,8 @@ $(INTENTRL)/stage2/metrics.parquet: $(INTENTRL)/train.parquet $(INTENTRL)/stage1
 	$(TRAIN_IRTK) train-online $< -o $(INTENTRL)/stage2 $(INTENTRL_STAGE2) \
 	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 $(INTENTRL_TRAIN) $(INTENTRL_ONLINE) --resume \
 	  --plots $(INTENTRL)/plots --compare $(INTENTRL)/stage1
-# Beyond the paper: Stage II on top of the SFT checkpoint (it plays the rollouts and trains).
+# Beyond the paper (INTENTRL_EXTRA=sft-stage2): Stage II continuing the SFT checkpoint, which
+# plays the rollouts and trains.
 $(INTENTRL)/sft-stage2/metrics.parquet: $(INTENTRL)/train.parquet $(INTENTRL)/sft/metrics.parquet
 	$(TRAIN_IRTK) train-online $< -o $(INTENTRL)/sft-stage2 --init $(INTENTRL)/sft \
 	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 $(INTENTRL_TRAIN) $(INTENTRL_ONLINE) --resume
@@ -145,7 +148,7 @@ $(INTENTRL)/table.md: $(foreach r,$(INTENTRL_ROWS),$(INTENTRL)/heldout-$(r).parq
 	  random=$(INTENTRL)/heldout-random.parquet none=$(INTENTRL)/heldout-none.parquet \
 	  "$(INTENTRL_BASE)=$(INTENTRL)/heldout-base.parquet" "SFT=$(INTENTRL)/heldout-sft.parquet" \
 	  "Stage I (GRPO)=$(INTENTRL)/heldout-stage1.parquet" "Stage I + II (GRPO)=$(INTENTRL)/heldout-stage2.parquet" \
-	  "SFT + Stage II (GRPO)=$(INTENTRL)/heldout-sft-stage2.parquet" \
+	  $(if $(filter sft-stage2,$(INTENTRL_ROWS)),"SFT + Stage II (GRPO)=$(INTENTRL)/heldout-sft-stage2.parquet") \
 	  --json $(INTENTRL)/table.json > $@.tmp && mv $@.tmp $@
 	cat $@
 intentrl-table: $(INTENTRL)/table.md

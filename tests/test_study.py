@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.study,
               pytest.mark.skipif(not os.environ.get("IRTK_RUN_STUDY"),
-                                 reason="the whole CPU study (~17 min on 2 cores): set IRTK_RUN_STUDY=1")]
+                                 reason="the whole CPU study (~55 min on 2 cores): set IRTK_RUN_STUDY=1")]
 
 SECTIONS = ("IntentRL: held-out clarifiers", "Entropy audit", "Entropy control", "Retrieval on the shipped corpus",
             "CIEA testbed", "Research: clarification")
