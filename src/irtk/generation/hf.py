@@ -466,8 +466,8 @@ class HFBackend:
         for row in range(new.shape[0]):
             gen = new[row].tolist()
             # A row ends at its first end-of-sequence token or stop string; generate pads after.
-            length = next((j + 1 for j, t in enumerate(gen) if t in eos or (stop and stop(gen[:j + 1]))),
-                          len(gen))
+            length = next((j + 1 for j, t in enumerate(gen) if t in eos), len(gen))
+            length = stop.kept(gen[:length]) if stop else length
             outs.append((gen[:length], logprobs[row, :length].tolist() if logprobs is not None else None))
         return outs
 
