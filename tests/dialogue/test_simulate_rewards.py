@@ -96,6 +96,28 @@ def test_deviation_penalty_counts_earlier_deviations():
     assert s2.penalty == 4.0  # I2 asked earlier was a deviation (cos(I2, I1) = 0)
 
 
+def test_answered_content_counts_only_what_the_user_answers_with_something_new():
+    r = rewards(content="answered")
+    cols = dict(target_intents=[[I1]] * 4, intents=[[I1, I2]] * 4, history=[[H], [H], [H], [Q]])
+    # Answered about I1 (new): the cosine counts, as in the paper's content.
+    # Answered about I1, which the user already stated: 0 (the cosine alone would give 0.6).
+    # Irrelevant ("off?" is far from every intent): 0. Redundant (asked before): 0.
+    scores = r.score(None, [Q, Q, "off?", Q], matched_intents=[[], [I1], [], []], **cols)
+    assert [s.content for s in scores] == [pytest.approx(0.6, abs=1e-6), 0.0, 0.0, 0.0]
+    assert [s.verdict.verdict for s in scores] == ["answered", "answered", "irrelevant", "redundant"]
+    cosine = rewards().score(None, [Q, Q, "off?", Q], matched_intents=[[], [I1], [], []], **cols)
+    assert cosine[1].content == pytest.approx(0.6, abs=1e-6)  # the cosine alone counts a parroted intent
+    # The Stage I preset reads it through content_reward; without matched_intents nothing is stated.
+    p = REWARD_PRESETS.create("stage1", rewards=r)
+    assert p.total(None, [Q, "off?"], target_intents=[[I1]] * 2, intents=[[I1]] * 2, history=[[H]] * 2) == [
+        pytest.approx(2 * 0.6 + 1.0), pytest.approx(1.0)]
+    # The gate needs the intents: the column is named when it is missing.
+    with pytest.raises(InputError, match="answered content reward needs the dataset column 'intents'"):
+        r.content_reward(None, [Q], target_intents=[[I1]])
+    with pytest.raises(UsageError, match="--content must be one of cosine, answered"):
+        rewards(content="gated")
+
+
 def test_trl_signature_with_conversational_prompts_and_extra_columns():
     r = rewards()
     prompts = [[{"role": "system", "content": "s"}, {"role": "user", "content": "req"},

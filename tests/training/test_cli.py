@@ -28,6 +28,13 @@ def test_batch_not_divisible_by_group_fails_at_start(tmp_path, tiny_llama, traje
     assert not (tmp_path / "ck").exists()
 
 
+def test_unknown_content_mode_fails_at_start(tmp_path, tiny_llama, trajectories):
+    proc = run_irtk("train-offline", trajectories, "-o", str(tmp_path / "ck"), "--model", tiny_llama,
+                    "--content", "gated")
+    assert "--content must be one of cosine, answered" in _one_line_error(proc, 2)
+    assert not (tmp_path / "ck").exists()
+
+
 @pytest.mark.parametrize("param, message", [
     ("nope=1", "nope: not a parameter of the entropy controls"),
     ("clipb_mu=high", "clipb_mu: expects a number, got 'high'"),

@@ -36,6 +36,7 @@ def train(
     reward: Annotated[Optional[str], _o("reward", "--reward", show_default=False)] = None,
     allow_stop: Annotated[bool, _o("allow_stop", "--allow-stop")] = D(C, "allow_stop"),
     content_weight: Annotated[float, _o("content_weight", "--content-weight")] = D(C, "content_weight"),
+    content: Annotated[str, _o("content", "--content")] = D(C, "content"),
     penalty_weight: Annotated[float, _o("penalty_weight", "--penalty-weight")] = D(C, "penalty_weight"),
     embedder: opt.Embedder = D(C, "embedder"),
     tau_rep: Annotated[float, _o("tau_rep", "--tau-rep")] = D(C, "tau_rep"),
@@ -174,7 +175,7 @@ def train(
     trl.update(precision_flags(dtype))
     trl.update(opt.key_values(trl_arg, "--trl-arg"))
     values = dict(stage=stage, model=init or model, method=method, reward=reward or "", allow_stop=allow_stop,
-                  content_weight=content_weight, penalty_weight=penalty_weight, embedder=embedder, tau_rep=tau_rep,
+                  content_weight=content_weight, content=content, penalty_weight=penalty_weight, embedder=embedder, tau_rep=tau_rep,
                   tau_rel=tau_rel, max_prompt_length=max_prompt_length, max_samples=max_samples, lora_r=lora_r,
                   lora_alpha=lora_alpha, model_dtype=dtype, eval_file=str(eval_file) if eval_file else None,
                   holdout=holdout, eval_every=eval_every, eval_limit=eval_limit, eval_max_turns=eval_max_turns,

@@ -32,6 +32,11 @@ silent -1 for every sample).
 Scores (IntentRL, "Rewards"; "[recon]" where the paper gives no formula):
 
 - content ``R_con`` = max cosine of the question to the target intents (0 without targets) [recon];
+  ``content="answered"`` (beyond the paper) counts it only when the simulated user's gate answers
+  the question with an intent not stated earlier in the dialogue (``matched_intents``), else 0:
+  the cosine alone rewards topicality (a question that restates the request, or repeats what the
+  user already said, is as close to the intents as one that asks about them), the gate's verdict
+  is what intent precision and recall count;
 - format ``R_fmt`` = 1 / 0.5 / 0 for one / two / any other number of questions. Every run of
   question marks counts, wherever it stands — "Q: ...?", "1. ...?", and anything after an
   "Options:" label — so extra questions cannot hide among the options (answer options are
@@ -58,14 +63,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from irtk.dialogue.gate import IRRELEVANT, EmbeddingGate, Thresholds, Verdict
+from irtk.dialogue.gate import ANSWERED, IRRELEVANT, EmbeddingGate, Thresholds, Verdict
 from irtk.dialogue.policies import is_stop
-from irtk.errors import InputError
+from irtk.errors import InputError, UsageError
 from irtk.models import DEFAULT_EMBEDDER
 from irtk.registry import Registry
 
 BETA = 2.0
 GAMMA = 2.0
+# How R_con is scored: the paper's cosine [recon], or that cosine only for questions the simulated
+# user answers with an intent it has not stated yet (module docstring).
+CONTENT_MODES = ("cosine", "answered")
 
 # A run such as "??", "?!?" or "？" (CJK) is one question.
 _QUESTION_MARKS = re.compile(r"[?\uff1f][?!\uff1f\uff01\s]*")
@@ -147,20 +155,27 @@ class IntentRewards:
 
     The embedder loads on first use. Thresholds and ``mode`` (path or embedding gate) as in
     ``EmbeddingGate``. Pass ``gate`` to share an embedding cache (and thresholds) with a
-    simulator.
+    simulator. ``content`` is one of ``CONTENT_MODES``.
     """
 
     def __init__(self, embedder: str | Any = DEFAULT_EMBEDDER, *, thresholds: Thresholds | None = None,
                  tau_rep: float | None = None, tau_rel: float | None = None, tau_req: float | None = None,
                  mode: str = "path", beta: float = BETA, gamma: float = GAMMA,
-                 gate: EmbeddingGate | None = None) -> None:
+                 gate: EmbeddingGate | None = None, content: str = "cosine") -> None:
+        if content not in CONTENT_MODES:
+            raise UsageError(f"--content must be one of {', '.join(CONTENT_MODES)}, got {content!r}")
+        self.content = content
         self.gate = gate or EmbeddingGate(embedder, thresholds=thresholds, tau_rep=tau_rep, tau_rel=tau_rel,
                                           tau_req=tau_req, mode=mode)
         self.beta = beta
         self.gamma = gamma
 
     def contents(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        """R_con per completion (needs ``target_intents``)."""
+        """R_con per completion (needs ``target_intents``; with ``content="answered"`` also what
+        ``score`` reads, since the gate decides)."""
+        if self.content == "answered":
+            _column(kwargs, "intents", len(completions), required_by="answered content")
+            return [s.content for s in self.score(None, completions, **kwargs)]
         texts = [completion_text(c) for c in completions]
         targets = _texts(_column(kwargs, "target_intents", len(texts), required_by="content"))
         self.gate.prefetch([t for i, text in enumerate(texts) for t in (text, *targets[i])])
@@ -168,7 +183,8 @@ class IntentRewards:
 
     def score(self, prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[TurnScore]:
         """Score each completion as the agent's next question: content, format, every penalty
-        (needs ``target_intents`` and ``intents``; see the module docstring)."""
+        (needs ``target_intents`` and ``intents``; ``matched_intents``, the intents the user
+        already stated, for ``content="answered"``; see the module docstring)."""
         n = len(completions)
         texts = [completion_text(c) for c in completions]
         targets = _texts(_column(kwargs, "target_intents", n, required_by="content"))
@@ -182,12 +198,13 @@ class IntentRewards:
         requests = [str(q) if q else None for q in requests]
         graphs = _column(kwargs, "graph", n) or [None] * n
         paths = _column(kwargs, "path", n) or [None] * n
+        stated = _texts(_column(kwargs, "matched_intents", n) or [[] for _ in range(n)])
         gate = self.gate
         gate.prefetch([t for i in range(n) for t in (*gate.texts_for(texts[i], history[i], intents[i],
                                                                         requests[i], graphs[i]), *targets[i])])
         scores = []
-        for text, tgt, its, hist, req, graph, path in zip(texts, targets, intents, history, requests, graphs,
-                                                           paths, strict=True):
+        for text, tgt, its, hist, req, graph, path, said in zip(texts, targets, intents, history, requests,
+                                                                 graphs, paths, stated, strict=True):
             verdict = gate.judge(text, hist, its, req, graph=graph, path=path)
             repeats = verdict.repeats  # the gate checks redundancy first, before every other verdict
             restates = req is not None and verdict.request_similarity > gate.tau_req
@@ -200,6 +217,8 @@ class IntentRewards:
             penalty = sum(self.gamma * (prior + 1) for fired, prior in (
                 (repeats, prior_repeats), (restates, prior_restates), (deviates, prior_deviations)) if fired)
             content = gate.best(text, tgt)[0] if tgt else 0.0
+            if self.content == "answered" and not (verdict.verdict == ANSWERED and verdict.matched_intent not in said):
+                content = 0.0
             fmt = format_score(text)
             reward = (self.beta * content if penalty == 0 else 0.0) + fmt - penalty
             scores.append(TurnScore(content, fmt, penalty, reward, repeats, restates, deviates, verdict))

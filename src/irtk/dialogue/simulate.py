@@ -129,6 +129,7 @@ def play_turn(live: Sequence[Episode], parts: _Parts, max_turns: int) -> None:
                                intents=[e.intents for e, _, _ in asking],
                                history=[e.questions() for e, _, _ in asking],
                                simple_query=[e.query for e, _, _ in asking],
+                               matched_intents=[e.matched() for e, _, _ in asking],
                                graph=[e.graph for e, _, _ in asking], path=[e.path for e, _, _ in asking])
         replies = user.answer([e for e, _, _ in asking], [m.text for _, _, m in asking],
                               [s.verdict for s in scores])

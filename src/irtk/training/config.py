@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 
 from irtk.config import require, setting
 from irtk.dialogue.gate import DEFAULT_TAU_REL, DEFAULT_TAU_REP
+from irtk.dialogue.rewards import CONTENT_MODES
 from irtk.entropy.config import CONTROLS, TRL_NATIVE, EntropyControlConfig
 from irtk.models import DEFAULT_EMBEDDER, DEFAULT_LM
 
@@ -46,6 +47,9 @@ class TrainSettings:
     reward: str = setting("", "Reward preset (stage1: beta*content + format; stage2: penalties on "
                           "rollout samples) or module:attr; default: stage1 offline, stage2 online.")
     content_weight: float = setting(2.0, "IntentRL's beta: weight of the content reward.")
+    content: str = setting("cosine", "How the content reward is scored: cosine (max cosine to the turn's "
+                           "target intents, the paper's) or answered (that cosine only when the simulated "
+                           "user answers the question with an intent it has not stated yet; beyond the paper).")
     penalty_weight: float = setting(2.0, "IntentRL's gamma: weight of each penalty (Stage II).")
     embedder: str = setting(DEFAULT_EMBEDDER, "Sentence embedder of the rewards and the simulated user.")
     tau_rep: float = setting(DEFAULT_TAU_REP, "Redundant when the cosine to an earlier question exceeds this.")
@@ -103,6 +107,8 @@ class TrainSettings:
 
             REWARD_PRESETS.spec(self.reward)  # a usage error listing the names when unknown
         require(self.content_weight >= 0, f"--content-weight must be >= 0, got {self.content_weight}")
+        require(self.content in CONTENT_MODES,
+                f"--content must be one of {', '.join(CONTENT_MODES)}, got {self.content!r}")
         require(self.penalty_weight >= 0, f"--penalty-weight must be >= 0, got {self.penalty_weight}")
         for name, tau in (("--tau-rep", self.tau_rep), ("--tau-rel", self.tau_rel)):
             require(-1.0 <= tau <= 1.0, f"{name} is a cosine similarity in [-1, 1], got {tau}")

@@ -388,7 +388,7 @@ def reward_preset(config: Any) -> Any:
     from irtk.dialogue.rewards import REWARD_PRESETS, IntentRewards
 
     rewards = IntentRewards(config.embedder, tau_rep=config.tau_rep, tau_rel=config.tau_rel,
-                            beta=config.content_weight, gamma=config.penalty_weight)
+                            beta=config.content_weight, gamma=config.penalty_weight, content=config.content)
     preset = REWARD_PRESETS.create(config.reward, rewards=rewards, allow_stop=config.allow_stop)
     if not getattr(preset, "funcs", None) or len(preset.funcs) != len(preset.weights):
         raise UsageError(f"--reward {config.reward}: expected a preset with .funcs and as many .weights")
