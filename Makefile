@@ -86,12 +86,19 @@ testbed:
 	$(MAKE) -j$(TESTBED_JOBS) $(TESTBED)/table.md
 
 # IntentRL's Table 1 in miniature on the embedded SmolLM2-135M (CPU, LoRA): the example seeds
-# split by seed into train / held-out; Stage I (GRPO), Stage II (rollouts of the Stage I policy
-# mixed with Stage I turns; on this CPU budget Stage II continues the Stage I checkpoint, the
-# paper's fresh run from the base model is INTENTRL_STAGE2='--rollout-model ...') and the SFT
-# ablation; then every
-# clarifier, the untrained model, oracle, random and none, simulated on the same held-out
-# trajectories and compared with seed-bootstrap intervals (README: "Training").
+# split by seed into train / held-out; the SFT ablation; Stage I (GRPO) and Stage II (rollouts of
+# the Stage I policy mixed with Stage I turns); then every clarifier, the untrained model,
+# oracle, random and none, simulated on the same held-out trajectories and compared with
+# seed-bootstrap intervals (README: "Training").
+# Two chains of the GRPO stages, each Stage II continuing its Stage I on this CPU budget (the
+# paper's fresh run from the base model is INTENTRL_STAGE2='--rollout-model ...'):
+# - stage1, stage2: the paper's, from the untrained model;
+# - sft-stage1, sft-stage2 (beyond the paper, the default rows): from the SFT checkpoint, with the
+#   content reward scored by the simulated user (INTENTRL_SFT_START: --content answered). The
+#   untrained 135M model almost never asks a question the user answers with a new intent, so
+#   GRPO has nothing to reinforce; the cosine content then rewards restating the request.
+# INTENTRL_GRPO picks the chains that form the table; INTENTRL_EXTRA adds rows
+# (INTENTRL_EXTRA='stage1 stage2' for both chains, as the README's table).
 # One file target per step: a rerun skips finished steps, and a killed training resumes from its
 # last checkpoint (--resume continues <stage>.work/, and starts afresh when there is none).
 INTENTRL ?= $(OUT)/intentrl
@@ -101,17 +108,23 @@ INTENTRL_TRAIN ?= --lora-r 16 --lr 5e-4 --batch-size 8 --group-size 4 --max-comp
 # Stage II on a CPU budget: it continues Stage I (whose steps already taught the question
 # format), its steps go mostly to rollout turns (the only samples with penalties: 48
 # trajectories x 2 questions beside 24 expert turns), one prompt per step in a group of 8 (the
-# paper's group size). The paper's fresh run from the base model with the Stage I policy's
-# rollouts: INTENTRL_STAGE2='--rollout-model $(INTENTRL)/stage1'.
+# paper's group size).
 INTENTRL_ONLINE ?= --rollout-limit 48 --rollout-turns 2 --batch-size 8 --group-size 8 --max-steps 40 --max-samples 24
 INTENTRL_STAGE2 ?= --init $(INTENTRL)/stage1
+INTENTRL_SFT_START ?= --content answered
 INTENTRL_SIM ?= --summary template --max-turns 2 --max-tokens 32 --seed 0 --batch-size 24 -q
 INTENTRL_BASE ?= SmolLM2-135M (untrained)
 # The irtk program for the trainers (PROFILE=paper: accelerate launch -m irtk).
 TRAIN_IRTK ?= $(BIN)/irtk
-# INTENTRL_EXTRA=sft-stage2 adds a row beyond the paper: Stage II on top of the SFT checkpoint.
+INTENTRL_GRPO ?= sft-stage1 sft-stage2
 INTENTRL_EXTRA ?=
-INTENTRL_ROWS := oracle random none base sft stage1 stage2 $(INTENTRL_EXTRA)
+INTENTRL_ROWS := oracle random none base sft $(INTENTRL_GRPO) $(INTENTRL_EXTRA)
+INTENTRL_LABEL_base = $(INTENTRL_BASE)
+INTENTRL_LABEL_sft = SFT
+INTENTRL_LABEL_stage1 = Stage I (GRPO)
+INTENTRL_LABEL_stage2 = Stage I + II (GRPO)
+INTENTRL_LABEL_sft-stage1 = SFT → Stage I (GRPO)
+INTENTRL_LABEL_sft-stage2 = SFT → Stage I + II (GRPO)
 $(INTENTRL)/trajectories.parquet: examples/seeds.jsonl | setup
 	mkdir -p $(INTENTRL)
 	$(BIN)/irtk expand examples/seeds.jsonl $(INTENTRL_EXPAND) -q -o $@
@@ -119,36 +132,35 @@ $(INTENTRL)/heldout.parquet: $(INTENTRL)/trajectories.parquet
 	$(BIN)/python -m irtk.training.table split $< --holdout 0.25 --seed 0 --per-seed 4 \
 	  --train $(INTENTRL)/train.parquet --heldout $@
 $(INTENTRL)/train.parquet: $(INTENTRL)/heldout.parquet
-$(INTENTRL)/stage1/metrics.parquet: $(INTENTRL)/train.parquet
-	$(TRAIN_IRTK) train-offline $< -o $(INTENTRL)/stage1 --eval $(INTENTRL)/heldout.parquet --eval-limit 0 \
-	  $(INTENTRL_TRAIN) --resume --plots $(INTENTRL)/plots-stage1
-$(INTENTRL)/stage2/metrics.parquet: $(INTENTRL)/train.parquet $(INTENTRL)/stage1/metrics.parquet
-	$(TRAIN_IRTK) train-online $< -o $(INTENTRL)/stage2 $(INTENTRL_STAGE2) \
-	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 $(INTENTRL_TRAIN) $(INTENTRL_ONLINE) --resume \
-	  --plots $(INTENTRL)/plots --compare $(INTENTRL)/stage1
-# Beyond the paper (INTENTRL_EXTRA=sft-stage2): Stage II continuing the SFT checkpoint, which
-# plays the rollouts and trains.
-$(INTENTRL)/sft-stage2/metrics.parquet: $(INTENTRL)/train.parquet $(INTENTRL)/sft/metrics.parquet
-	$(TRAIN_IRTK) train-online $< -o $(INTENTRL)/sft-stage2 --init $(INTENTRL)/sft \
-	  --eval $(INTENTRL)/heldout.parquet --eval-limit 0 $(INTENTRL_TRAIN) $(INTENTRL_ONLINE) --resume
 $(INTENTRL)/sft/metrics.parquet: $(INTENTRL)/train.parquet
 	$(TRAIN_IRTK) train-offline $< -o $(INTENTRL)/sft --method sft --eval $(INTENTRL)/heldout.parquet \
 	  --eval-limit 0 $(INTENTRL_TRAIN) --resume
+# Each chain's start: what its Stage I trains from, and how its Stage II starts.
+$(INTENTRL)/sft-stage1/metrics.parquet: $(INTENTRL)/sft/metrics.parquet
+$(INTENTRL)/sft-stage1/metrics.parquet: START = --model $(INTENTRL)/sft $(INTENTRL_SFT_START)
+$(INTENTRL)/stage2/metrics.parquet: $(INTENTRL)/stage1/metrics.parquet
+$(INTENTRL)/stage2/metrics.parquet: START = $(INTENTRL_STAGE2)
+$(INTENTRL)/sft-stage2/metrics.parquet: $(INTENTRL)/sft-stage1/metrics.parquet
+$(INTENTRL)/sft-stage2/metrics.parquet: START = --init $(INTENTRL)/sft-stage1 $(INTENTRL_SFT_START)
+$(INTENTRL)/stage1/metrics.parquet $(INTENTRL)/sft-stage1/metrics.parquet: $(INTENTRL)/train.parquet
+	$(TRAIN_IRTK) train-offline $(INTENTRL)/train.parquet -o $(@D) $(START) --eval $(INTENTRL)/heldout.parquet \
+	  --eval-limit 0 $(INTENTRL_TRAIN) --resume --plots $(INTENTRL)/plots-$(notdir $(@D))
+$(INTENTRL)/stage2/metrics.parquet $(INTENTRL)/sft-stage2/metrics.parquet: $(INTENTRL)/train.parquet
+	$(TRAIN_IRTK) train-online $(INTENTRL)/train.parquet -o $(@D) $(START) --eval $(INTENTRL)/heldout.parquet \
+	  --eval-limit 0 $(INTENTRL_TRAIN) $(INTENTRL_ONLINE) --resume --plots $(INTENTRL)/plots-$(notdir $(@D)) \
+	  --compare $(INTENTRL)/$(subst stage2,stage1,$(notdir $(@D)))
 $(INTENTRL)/heldout-oracle.parquet $(INTENTRL)/heldout-random.parquet $(INTENTRL)/heldout-none.parquet: \
   $(INTENTRL)/heldout-%.parquet: $(INTENTRL)/heldout.parquet
 	$(BIN)/irtk simulate $< --policy $* $(INTENTRL_SIM) -o $@
 $(INTENTRL)/heldout-base.parquet: $(INTENTRL)/heldout.parquet
 	$(BIN)/irtk simulate $< --policy model $(INTENTRL_SIM) -o $@
 $(INTENTRL)/heldout-sft.parquet $(INTENTRL)/heldout-stage1.parquet $(INTENTRL)/heldout-stage2.parquet \
-  $(INTENTRL)/heldout-sft-stage2.parquet: \
+  $(INTENTRL)/heldout-sft-stage1.parquet $(INTENTRL)/heldout-sft-stage2.parquet: \
   $(INTENTRL)/heldout-%.parquet: $(INTENTRL)/heldout.parquet $(INTENTRL)/%/metrics.parquet
 	$(BIN)/irtk simulate $< --policy model --model $(INTENTRL)/$* $(INTENTRL_SIM) -o $@
 $(INTENTRL)/table.md: $(foreach r,$(INTENTRL_ROWS),$(INTENTRL)/heldout-$(r).parquet)
-	$(BIN)/python -m irtk.training.table table oracle=$(INTENTRL)/heldout-oracle.parquet \
-	  random=$(INTENTRL)/heldout-random.parquet none=$(INTENTRL)/heldout-none.parquet \
-	  "$(INTENTRL_BASE)=$(INTENTRL)/heldout-base.parquet" "SFT=$(INTENTRL)/heldout-sft.parquet" \
-	  "Stage I (GRPO)=$(INTENTRL)/heldout-stage1.parquet" "Stage I + II (GRPO)=$(INTENTRL)/heldout-stage2.parquet" \
-	  $(if $(filter sft-stage2,$(INTENTRL_ROWS)),"SFT + Stage II (GRPO)=$(INTENTRL)/heldout-sft-stage2.parquet") \
+	$(BIN)/python -m irtk.training.table table \
+	  $(foreach r,$(INTENTRL_ROWS),"$(or $(INTENTRL_LABEL_$(r)),$(r))=$(INTENTRL)/heldout-$(r).parquet") \
 	  --json $(INTENTRL)/table.json > $@.tmp && mv $@.tmp $@
 	cat $@
 intentrl-table: $(INTENTRL)/table.md
@@ -191,10 +203,10 @@ entropy-compare: $(ENTROPY_COMPARE)/summary.md
 # requests (examples/research/requests.jsonl) whose C-DAGs ask about modules of examples/corpus.jsonl;
 # each seed draws another simulated user per request. Rows: no clarification, stated assumptions,
 # the embedded SmolLM2 clarifier against the simulated user, and a trained clarifier when
-# CLARIFIER names a checkpoint folder (default: intentrl-table's Stage I + II). Extractive reports,
+# CLARIFIER names a checkpoint folder (default: the last stage of intentrl-table's GRPO chain). Extractive reports,
 # so the rows differ by clarification only; one LLM-writer run shows the citation check.
 RESEARCH ?= $(OUT)/research
-CLARIFIER ?= $(INTENTRL)/stage2
+CLARIFIER ?= $(INTENTRL)/$(lastword $(INTENTRL_GRPO))
 RESEARCH_ARGS ?= --index $(RESEARCH)/index --writer extractive --repeats 2 --max-turns 3 --max-tokens 48 \
   --summary template --seed 0 -q
 RESEARCH_REQUESTS := examples/research/requests.jsonl

@@ -1,5 +1,5 @@
 """The whole study, ``make -C examples PROFILE=cpu``, into an empty output folder: the results page
-with every table and figure. It takes about 17 minutes on 2 cores, too long for CI; run it with
+with every table and figure. It takes about an hour on 2 cores, too long for CI; run it with
 
     IRTK_RUN_STUDY=1 .venv/bin/python -m pytest -m study tests/test_study.py
 """
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.study,
 
 SECTIONS = ("IntentRL: held-out clarifiers", "Entropy audit", "Entropy control", "Retrieval on the shipped corpus",
             "CIEA testbed", "Research: clarification")
-INTENTRL_ROWS = ("oracle", "random", "none", "SFT", "Stage I (GRPO)", "Stage I + II (GRPO)")
+INTENTRL_ROWS = ("oracle", "random", "none", "SFT", "SFT → Stage I (GRPO)", "SFT → Stage I + II (GRPO)")
 
 
 def test_cpu_profile_writes_the_results_page(tmp_path):
