@@ -177,8 +177,8 @@ def train(
     values = dict(stage=stage, model=init or model, method=method, reward=reward or "", allow_stop=allow_stop,
                   content_weight=content_weight, content=content, penalty_weight=penalty_weight,
                   embedder=embedder, tau_rep=tau_rep, tau_rel=tau_rel, max_prompt_length=max_prompt_length,
-                  max_samples=max_samples, lora_r=lora_r, lora_alpha=lora_alpha, model_dtype=dtype, eval_file=str(eval_file) if eval_file else None,
-                  holdout=holdout, eval_every=eval_every, eval_limit=eval_limit, eval_max_turns=eval_max_turns,
+                  max_samples=max_samples, lora_r=lora_r, lora_alpha=lora_alpha, model_dtype=dtype,
+                  eval_file=str(eval_file) if eval_file else None, holdout=holdout, eval_every=eval_every, eval_limit=eval_limit, eval_max_turns=eval_max_turns,
                   entropy=entropy, keep_checkpoints=keep_checkpoints)
     if stage == "online":
         values.update(model=model, init=init, rollout_model=rollout_model, rounds=rounds,
