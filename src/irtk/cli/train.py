@@ -178,8 +178,9 @@ def train(
                   content_weight=content_weight, content=content, penalty_weight=penalty_weight,
                   embedder=embedder, tau_rep=tau_rep, tau_rel=tau_rel, max_prompt_length=max_prompt_length,
                   max_samples=max_samples, lora_r=lora_r, lora_alpha=lora_alpha, model_dtype=dtype,
-                  eval_file=str(eval_file) if eval_file else None, holdout=holdout, eval_every=eval_every, eval_limit=eval_limit, eval_max_turns=eval_max_turns,
-                  entropy=entropy, keep_checkpoints=keep_checkpoints)
+                  eval_file=str(eval_file) if eval_file else None, holdout=holdout, eval_every=eval_every,
+                  eval_limit=eval_limit, eval_max_turns=eval_max_turns, entropy=entropy,
+                  keep_checkpoints=keep_checkpoints)
     if stage == "online":
         values.update(model=model, init=init, rollout_model=rollout_model, rounds=rounds,
                       rollouts_per_trajectory=rollouts_per_trajectory, rollout_limit=rollout_limit,
