@@ -25,10 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from irtk.dialogue.gate import ANSWERED  # noqa: E402
 from irtk.dialogue.policies import clean_question  # noqa: E402
 from irtk.dialogue.prompts import QUESTION_END  # noqa: E402
-from irtk.dialogue.rewards import REWARD_PRESETS, IntentRewards  # noqa: E402
+from irtk.dialogue.rewards import REWARD_PRESETS, IntentRewards, answers_new  # noqa: E402
 from irtk.generation import SamplingParams, get_backend  # noqa: E402
 from irtk.io import read_rows  # noqa: E402
 from irtk.training.samples import expert_samples, split_by_seed  # noqa: E402
@@ -69,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     rewards = IntentRewards()
     answered = IntentRewards(content="answered", gate=rewards.gate)  # one embedding cache
     verdicts = [s.verdict for s in rewards.score(None, texts, **columns)]
-    new = [v.verdict == ANSWERED and v.matched_intent not in s["matched_intents"]
-           for v, s in zip(verdicts, expanded, strict=True)]
+    new = [answers_new(v, s["matched_intents"]) for v, s in zip(verdicts, expanded, strict=True)]
     print(f"model {args.model}: {len(samples)} prompts x {g} completions; verdicts "
           f"{dict(Counter(v.verdict for v in verdicts))}; answered with a new intent {sum(new)}")
     groups = range(len(samples))

@@ -88,6 +88,12 @@ def count_questions(text: str) -> int:
     return len(_QUESTION_MARKS.findall(text))
 
 
+def answers_new(verdict: Verdict, stated: Sequence[str]) -> bool:
+    """Whether the simulated user answers the question with an intent it has not stated yet (what
+    ``content="answered"`` counts, and what raises intent recall)."""
+    return verdict.verdict == ANSWERED and verdict.matched_intent not in stated
+
+
 def format_score(text: str) -> float:
     """1 for one question, 0.5 for two, 0 for none or more than two."""
     return {1: 1.0, 2: 0.5}.get(count_questions(text), 0.0)
@@ -217,7 +223,7 @@ class IntentRewards:
             penalty = sum(self.gamma * (prior + 1) for fired, prior in (
                 (repeats, prior_repeats), (restates, prior_restates), (deviates, prior_deviations)) if fired)
             content = gate.best(text, tgt)[0] if tgt else 0.0
-            if self.content == "answered" and not (verdict.verdict == ANSWERED and verdict.matched_intent not in said):
+            if self.content == "answered" and not answers_new(verdict, said):
                 content = 0.0
             fmt = format_score(text)
             reward = (self.beta * content if penalty == 0 else 0.0) + fmt - penalty
