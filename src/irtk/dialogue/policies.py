@@ -165,7 +165,16 @@ class ModelPolicy:
         # A different seed per turn: the same seed every turn would replay the same random draws.
         first = min(turn_numbers(episodes, turn), default=1)
         params = self.params if self.params.seed is None else replace(self.params, seed=self.params.seed + first)
-        generations = self.backend.chat([self.conversation(e) for e in episodes], params)
+        return self.moves(self.backend.chat([self.conversation(e) for e in episodes], params))
+
+    def open_stream(self) -> Any | None:
+        """The backend's stream of turns (``HFBackend.open_stream``: each dialogue's next question
+        decoded as soon as its last turn ends), or None where the backend has none."""
+        open_stream = getattr(self.backend, "open_stream", None)
+        return open_stream(self.params) if open_stream is not None else None
+
+    def moves(self, generations: Sequence[Any]) -> list[Ask]:
+        """The policy's moves from its turns' generations."""
         moves = []
         for g in generations:
             text = clean_question(g.text)

@@ -7,11 +7,13 @@ turn the summary agent writes the fine-grained query (``summary``). One output r
 trajectory: its input columns plus the DIALOGUE fields.
 
 Batching (continuous, over dialogues): as many dialogues as the backend asks per call
-(``_Parts.slots``; hf: twice its batch, whose rows join its running batch as others end)
+(``_Parts.slots``; hf: twice its batch) are in play at once. On a backend that streams (hf) with
+the template user, each dialogue moves on by itself: its question is judged and answered as soon
+as it is written, and its next question joins the backend's running batch at once. Otherwise they
 advance together, one turn per step — one policy call for every live dialogue's next question,
 one gate pass, one user call. A dialogue that ends leaves at once and the next waiting
-trajectory takes its place, so calls stay full; ended dialogues get their summaries that many at
-a time, in one summary call. Output rows keep the input order.
+trajectory takes its place; ended dialogues get their summaries that many at a time, in one
+summary call. Output rows keep the input order.
 """
 
 from __future__ import annotations
@@ -107,12 +109,19 @@ class _Parts:
 
 def play_turn(live: Sequence[Episode], parts: _Parts, max_turns: int) -> None:
     """Advance every live episode by one turn, each at its own turn number: one policy call, one
-    gate pass and one user call for all of them. An episode ends (``done``) when it stops, has
-    nothing left to ask, or has played ``max_turns`` turns."""
-    policy, user, rewards = parts.policy, parts.user, parts.rewards
+    gate pass and one user call for all of them (``apply_moves``)."""
     turns = [len(e.turns) + 1 for e in live]
+    apply_moves(live, turns, parts.policy.ask(live, turns), parts, max_turns)
+
+
+def apply_moves(live: Sequence[Episode], turns: Sequence[int], moves: Sequence[Ask], parts: _Parts,
+                max_turns: int) -> None:
+    """Play the policy's ``moves`` (one per episode, at turn number ``turns``): one gate pass and
+    one user call for all of them. An episode ends (``done``) when it stops, has nothing left to
+    ask, or has played ``max_turns`` turns."""
+    policy, user, rewards = parts.policy, parts.user, parts.rewards
     asking: list[tuple[Episode, int, Ask]] = []
-    for e, turn, move in zip(live, turns, policy.ask(live, turns), strict=True):
+    for e, turn, move in zip(live, turns, moves, strict=True):
         e.tokens_in += move.prompt_tokens
         e.tokens_out += move.completion_tokens
         if move.text is None or move.stop:
@@ -161,18 +170,58 @@ def summarize(episodes: Sequence[Episode], parts: _Parts) -> None:
         parts.policy.forget(episodes)
 
 
+class _Outbox:
+    """Where ``play`` keeps episodes from joining to leaving: ended ones are summarised ``slots``
+    at a time (the rest once the input runs out) and released in input order."""
+
+    def __init__(self, parts: _Parts, slots: int) -> None:
+        self.parts, self.slots = parts, slots
+        self.order: dict[int, int] = {}  # input position by episode
+        self.ended: list[tuple[int, Episode]] = []
+        self.ready: dict[int, Episode] = {}
+        self.joined = self.released = 0
+
+    def join(self, e: Episode) -> None:
+        self.order[id(e)] = self.joined
+        self.joined += 1
+
+    def end(self, episodes: Iterable[Episode]) -> None:
+        self.ended.extend((self.order.pop(id(e)), e) for e in episodes)
+
+    def release(self, *, last: bool) -> Iterator[Episode]:
+        """Summarise full chunks of ended episodes (every one when ``last``: nothing else will
+        end), then yield the ready ones whose turn in input order has come."""
+        while len(self.ended) >= self.slots or (last and self.ended):
+            chunk, self.ended = self.ended[:self.slots], self.ended[self.slots:]
+            summarize([e for _, e in chunk], self.parts)
+            self.ready.update(chunk)
+        while self.released in self.ready:
+            yield self.ready.pop(self.released)
+            self.released += 1
+
+
 def play(episodes: Iterable[Episode], parts: _Parts, max_turns: int, slots: int) -> Iterator[Episode]:
-    """Continuous batching over dialogues: up to ``slots`` episodes advance together, one turn per
-    step; one that ends leaves at once and the next waiting one takes its place, so every backend
-    call stays full. Ended episodes are summarised ``slots`` at a time (and the rest once the
-    input runs out), then yielded in input order. An episode may start from played turns (Stage
-    II's expert prefix): it joins at its next turn."""
+    """Continuous batching over dialogues: up to ``slots`` episodes are in play at once; one that
+    ends leaves at once and the next waiting one takes its place. Ended episodes are summarised
+    ``slots`` at a time, then yielded in input order. An episode may start from played turns
+    (Stage II's expert prefix): it joins at its next turn.
+
+    Where the policy's backend streams (``ModelPolicy.open_stream``: hf) and the user answers
+    without a model, each episode moves on by itself: its turn is judged and answered as soon as
+    its question is written, and its next question joins the backend's running batch at once
+    (``_play_streaming``). Else every live episode plays one turn per step, one policy call for
+    all of them (``_play_in_turns``)."""
+    open_stream = getattr(parts.policy, "open_stream", None)
+    stream = open_stream() if open_stream is not None and getattr(parts.user, "backend", None) is None else None
+    if stream is None:
+        return _play_in_turns(episodes, parts, max_turns, slots)
+    return _play_streaming(stream, episodes, parts, max_turns, slots)
+
+
+def _play_in_turns(episodes: Iterable[Episode], parts: _Parts, max_turns: int, slots: int) -> Iterator[Episode]:
     waiting = iter(episodes)
+    out = _Outbox(parts, slots)
     pool: list[Episode] = []
-    ended: list[tuple[int, Episode]] = []
-    ready: dict[int, Episode] = {}
-    order: dict[int, int] = {}  # input position by episode, for releasing in input order
-    joined = released = 0
     exhausted = False
     while True:
         while len(pool) < slots and not exhausted:
@@ -182,22 +231,51 @@ def play(episodes: Iterable[Episode], parts: _Parts, max_turns: int, slots: int)
                 break
             e.done = e.done or len(e.turns) >= max_turns
             pool.append(e)
-            order[id(e)] = joined
-            joined += 1
+            out.join(e)
         live = [e for e in pool if not e.done]
         if live:
             play_turn(live, parts, max_turns)
-        ended.extend((order.pop(id(e)), e) for e in pool if e.done)
+        out.end(e for e in pool if e.done)
         pool = [e for e in pool if not e.done]
-        while len(ended) >= slots or (ended and exhausted and not pool):
-            chunk, ended = ended[:slots], ended[slots:]
-            summarize([e for _, e in chunk], parts)
-            ready.update(chunk)
-        while released in ready:
-            yield ready.pop(released)
-            released += 1
-        if exhausted and not pool and not ended:
+        yield from out.release(last=exhausted and not pool)
+        if exhausted and not pool and not out.ended:
             return
+
+
+def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max_turns: int,
+                    slots: int) -> Iterator[Episode]:
+    waiting = iter(episodes)
+    out = _Outbox(parts, slots)
+    playing = 0
+    conversation = parts.policy.conversation
+
+    def fill() -> None:
+        nonlocal playing
+        while playing < slots:
+            e = next(waiting, None)
+            if e is None:
+                return
+            out.join(e)
+            if e.done or len(e.turns) >= max_turns:
+                e.done = True
+                out.end([e])
+            else:
+                stream.submit(e, conversation(e))
+                playing += 1
+
+    fill()
+    for finished in stream:
+        live = [e for e, _ in finished]
+        apply_moves(live, [len(e.turns) + 1 for e in live], parts.policy.moves([g for _, g in finished]),
+                    parts, max_turns)
+        for e in live:
+            if not e.done:
+                stream.submit(e, conversation(e))
+        out.end(e for e in live if e.done)
+        playing -= sum(e.done for e in live)
+        fill()
+        yield from out.release(last=False)
+    yield from out.release(last=True)
 
 
 def simulate_batch(episodes: list[Episode], parts: _Parts, max_turns: int) -> None:

@@ -13,13 +13,15 @@ left-padded to the longest, then each row's new tokens are left-padded to the lo
 row is ``[pad][cached][pad][new]``. Positions come from the attention mask, so every token sits
 at the position it has alone, and greedy decoding gives the tokens of a full prefill.
 
-Decoding is irtk's own loop over the model's forward (``_decode``), continuous batching over the
-rows of a call: rows that finish leave the batch instead of being computed until the longest row
-is done, and the call's waiting rows are pre-filled and join the running batch (right-aligned,
+Decoding is irtk's own loop over the model's forward (``_Decoder``), continuous batching over
+the rows of a call: rows that finish leave the batch instead of being computed until the longest
+row is done, and the call's waiting rows are pre-filled and join the running batch (right-aligned,
 each left-padded to the longer), so a call of ``call_size`` (twice ``batch_size``) rows keeps its
-steps full until it runs out of rows. Each layer's keys and values live in one preallocated slab
-written in place (``DynamicLayer`` re-copies the whole cache at every step). ``lockstep=True``:
-transformers' ``generate`` in fixed micro-batches, the reference the tests compare the loop with.
+steps full until it runs out of rows. ``open_stream`` gives the same loop to a caller that adds
+rows while it runs (``ChatStream``: a dialogue's next turn joins as soon as its last one ends).
+Each layer's keys and values live in one preallocated slab written in place (``DynamicLayer``
+re-copies the whole cache at every step). ``lockstep=True``: transformers' ``generate`` in fixed
+micro-batches, the reference the tests compare the loop with.
 
 Off for models whose cache is not a plain per-token key/value cache (recurrent/stateful models,
 sliding-window layers): nothing of theirs can be cropped to a prefix.
@@ -27,10 +29,11 @@ sliding-window layers): nothing of theirs can be cropped to a prefix.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,31 +262,54 @@ class HFBackend:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
     def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Generation]:
-        import numpy as np
         import torch
 
-        ids = [self.tokenizer(self.render(c), add_special_tokens=False)["input_ids"] for c in conversations]
-        hits: list[tuple[KVEntry | None, int]] = [(None, 0)] * len(ids)
-        if self.prefix_cache:
-            for i, x in enumerate(ids):
-                entry, n = self.kv_store.longest_prefix(np.asarray(x, dtype=np.int64))
-                n = min(n, len(x) - 1)  # the last prompt token is always fed: its logits start the reply
-                hits[i] = (entry, n) if n >= MIN_PREFIX_TOKENS else (None, 0)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
+        ids = [self._tokens(c) for c in conversations]
+        hits = [self._hit(x) for x in ids]
         # Rows with similar numbers of tokens to pre-fill together: less padding per pre-fill.
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]) - hits[i][1], len(ids[i])))
-        if self.cacheable and not self.lockstep:
-            outs = self._decode(ids, hits, order, params)
-        else:
-            outs = [None] * len(ids)
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                input_ids, mask, _ = self._layout([ids[i] for i in idx], [hits[i] for i in idx])
-                for i, out in zip(idx, self._generate_lockstep(input_ids, mask, params), strict=True):
-                    outs[i] = out
+        with self._generating():
+            if self.cacheable and not self.lockstep:
+                decoder = _Decoder(self, params)
+                rows = {i: decoder.add(ids[i], hits[i]) for i in order}
+                while decoder.next_finished() is not None:
+                    pass
+                outs = [decoder.result(rows[i]) for i in range(len(ids))]
+            else:
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                outs = [None] * len(ids)
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start:start + self.batch_size]
+                    input_ids, mask, _ = self._layout([ids[i] for i in idx], [hits[i] for i in idx])
+                    for i, out in zip(idx, self._generate_lockstep(input_ids, mask, params), strict=True):
+                        outs[i] = out
         return [self._generation(x, hit, gen, logprobs, params)
                 for x, hit, (gen, logprobs) in zip(ids, hits, outs, strict=True)]
+
+    def open_stream(self, params: SamplingParams) -> ChatStream | None:
+        """Conversations decoded as they come (``ChatStream``), where this backend runs its own
+        loop (a plain key/value cache, not ``lockstep``); else None (callers use ``chat``)."""
+        return ChatStream(self, params) if self.cacheable and not self.lockstep else None
+
+    def _generating(self) -> contextlib.AbstractContextManager:
+        """The context every forward of ``chat`` and of a stream runs in (a subclass around a
+        model being trained puts it in eval mode there)."""
+        return contextlib.nullcontext()
+
+    def _tokens(self, conversation: Conversation) -> list[int]:
+        return self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"]
+
+    def _hit(self, x: list[int]) -> tuple[KVEntry | None, int]:
+        """The stored entry sharing the longest prefix with prompt ``x`` and how many of its
+        tokens to reuse ((None, 0) with the prefix cache off or below ``MIN_PREFIX_TOKENS``)."""
+        import numpy as np
+
+        if not self.prefix_cache:
+            return None, 0
+        entry, n = self.kv_store.longest_prefix(np.asarray(x, dtype=np.int64))
+        n = min(n, len(x) - 1)  # the last prompt token is always fed: its logits start the reply
+        return (entry, n) if n >= MIN_PREFIX_TOKENS else (None, 0)
 
     def _layout(self, ids: list[list[int]], hits: list[tuple[KVEntry | None, int]]) -> tuple[Any, Any, int]:
         """Input ids and attention mask of rows ``[pad][cached][pad][new]`` (see the module doc)
@@ -356,83 +382,6 @@ class HFBackend:
     def _eos(self) -> set[int]:
         return set(_as_list(self.lm.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
 
-    def _decode(self, ids: list[list[int]], hits: list[tuple[KVEntry | None, int]], order: list[int],
-                params: SamplingParams) -> list[tuple[list[int], Any]]:
-        """Sampling with continuous batching over the rows of one call: up to ``batch_size`` rows
-        decode together; a row that ends (end of sequence, a stop string, ``max_tokens``) has its
-        key/values stored (with the prefix cache on) and leaves the batch, and waiting rows (in
-        ``order``) are pre-filled and join it, so steps stay full until the call runs out of rows.
-        (``generate`` computes every row until the longest is done: on a model policy's turns
-        about a third of its row-steps were useful.)
-        Tokens are ``generate``'s: the same logits processors (transformers' own), positions from
-        the attention mask, and greedy decoding in fp32 gives its tokens (tested)."""
-        import torch
-
-        waiting = deque(order)
-        processors = _logits_processors(params)
-        eos = self._eos
-        stop = StopCheck(self.tokenizer, params.stop) if params.stop else None
-        gens: list[list[int]] = [[] for _ in ids]
-        logprobs: list[list[float] | None] = [[] if params.logprobs else None for _ in ids]
-        # Rows free before waiting ones are pre-filled to join: a pre-fill and a merge cost a
-        # few steps, so not for every single row.
-        admit_at = max(1, self.batch_size // 8)
-
-        def can_admit(free: int) -> bool:
-            return bool(waiting) and free >= min(admit_at, len(waiting))
-
-        batch: _Batch | None = None
-        with torch.inference_mode():
-            while True:
-                room = self.batch_size - (len(batch.rows) if batch else 0)
-                if can_admit(room):
-                    take = [waiting.popleft() for _ in range(min(room, len(waiting)))]
-                    stepped, logits = self._prefill(take, ids, hits, params, history=bool(processors))
-                elif batch is not None:
-                    stepped, logits = batch, batch.step(self.lm, self._cache_kwarg)
-                else:
-                    break
-                scores = processors(stepped.history, logits) if processors else logits
-                nxt = scores.argmax(-1) if params.greedy else sample(scores, params.top_p)
-                chosen = torch.log_softmax(logits, -1).gather(-1, nxt[:, None]).squeeze(-1).tolist() \
-                    if params.logprobs else None
-                for b, (row, t) in enumerate(zip(stepped.rows, nxt.tolist(), strict=True)):
-                    if stepped.done[b]:
-                        continue  # ended, not cut yet: its tokens are ignored
-                    gens[row].append(t)
-                    if chosen is not None:
-                        logprobs[row].append(chosen[b])
-                    stepped.done[b] = (t in eos or len(gens[row]) >= params.max_tokens
-                                       or (stop is not None and stop(gens[row])))
-                stepped.advance(nxt)
-                if stepped is not batch:
-                    batch = stepped if batch is None else batch.merge(stepped, params.max_tokens)
-                finished, live = sum(batch.done), len(batch.rows)
-                # Cutting rows copies the cache once: wait until enough rows have ended to pay
-                # for it, or until cutting them lets the waiting rows join.
-                if finished and (finished == live or finished >= max(1, live // 8)
-                                 or can_admit(self.batch_size - live + finished)):
-                    if self.prefix_cache:
-                        for b, row in enumerate(batch.rows):
-                            if batch.done[b]:
-                                self._store(batch.cache, batch.mask, b, ids[row], gens[row], hits[row])
-                    batch = batch.keep([b for b, d in enumerate(batch.done) if not d])
-        return [(g, lp) for g, lp in zip(gens, logprobs, strict=True)]
-
-    def _prefill(self, rows: list[int], ids: list[list[int]], hits: list[tuple[KVEntry | None, int]],
-                 params: SamplingParams, *, history: bool) -> tuple[_Batch, Any]:
-        """Pre-fill ``rows`` (their uncached tails, on their cached prefixes): the batch of them
-        and the logits of their first token (``history``: keep their tokens for the logits
-        processors)."""
-        input_ids, mask, width = self._layout([ids[i] for i in rows], [hits[i] for i in rows])
-        # Room for the whole call: the cached prefix, the pre-fill and every token to generate.
-        cache = self._batch_cache([hits[i] for i in rows], width, input_ids.shape[1] + params.max_tokens)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        batch = _Batch(rows=list(rows), cache=cache, mask=mask, feed=input_ids[:, width:],
-                       positions=positions[:, width:], history=input_ids if history else None,
-                       pad=self.tokenizer.pad_token_id)
-        return batch, batch.step(self.lm, self._cache_kwarg)
-
     def _generate_lockstep(self, input_ids: Any, mask: Any, params: SamplingParams) -> list[tuple[list[int], Any]]:
         """transformers' ``generate``: every row until the longest is done; no cache kept (models
         whose cache is not a plain key/value cache, or ``lockstep``)."""
@@ -472,6 +421,157 @@ class HFBackend:
         return outs
 
 
+class _Decoder:
+    """irtk's sampling loop with continuous batching over its rows (``HFBackend.chat`` and
+    ``ChatStream``): up to ``batch_size`` rows decode together; a row that ends (end of
+    sequence, a stop string, ``max_tokens``) has its key/values stored (with the prefix cache
+    on) and leaves the batch, and waiting rows are pre-filled and join it, so steps stay full
+    while rows wait. Rows may be added between ``next_finished`` calls (a stream's caller adds a
+    dialogue's next turn as soon as its last one ends).
+    (``generate`` computes every row until the longest is done: on a model policy's turns
+    about a third of its row-steps were useful.)
+    Tokens are ``generate``'s: the same logits processors (transformers' own), positions from
+    the attention mask, and greedy decoding in fp32 gives its tokens (tested). Sampling draws
+    from its own generator, seeded with ``params.seed``."""
+
+    def __init__(self, backend: HFBackend, params: SamplingParams) -> None:
+        import torch
+
+        self.backend, self.params = backend, params
+        self.ids: list[list[int]] = []
+        self.hits: list[tuple[KVEntry | None, int]] = []
+        self.gens: list[list[int]] = []
+        self.logprobs: list[list[float] | None] = []
+        self.waiting: deque[int] = deque()
+        self.batch: _Batch | None = None
+        self.processors = _logits_processors(params)
+        self.eos = backend._eos
+        self.stop = StopCheck(backend.tokenizer, params.stop) if params.stop else None
+        self.generator = None
+        if params.seed is not None:
+            self.generator = torch.Generator(device=backend.device).manual_seed(params.seed)
+        # Rows free before waiting ones are pre-filled to join: a pre-fill and a merge cost a
+        # few steps, so not for every single row.
+        self.admit_at = max(1, backend.batch_size // 8)
+
+    def add(self, x: list[int], hit: tuple[KVEntry | None, int]) -> int:
+        """Queue prompt ``x`` (its cached prefix ``hit``); returns its row number."""
+        self.ids.append(x)
+        self.hits.append(hit)
+        self.gens.append([])
+        self.logprobs.append([] if self.params.logprobs else None)
+        self.waiting.append(len(self.ids) - 1)
+        return len(self.ids) - 1
+
+    def result(self, row: int) -> tuple[list[int], list[float] | None]:
+        return self.gens[row], self.logprobs[row]
+
+    def _can_admit(self, free: int) -> bool:
+        return bool(self.waiting) and free >= min(self.admit_at, len(self.waiting))
+
+    def next_finished(self) -> list[int] | None:
+        """Decode until some rows end and leave the batch; their row numbers (None once no row
+        is decoding or waiting)."""
+        import torch
+
+        with torch.inference_mode(), self.backend._generating():
+            while True:
+                finished = self._step()
+                if finished is None or finished:
+                    return finished
+
+    def _step(self) -> list[int] | None:
+        """One forward (a pre-fill of waiting rows, or a decode step): the rows cut from the
+        batch after it ([] when none), None when nothing is left to decode."""
+        import torch
+
+        backend, params, batch = self.backend, self.params, self.batch
+        room = backend.batch_size - (len(batch.rows) if batch else 0)
+        if self._can_admit(room):
+            take = [self.waiting.popleft() for _ in range(min(room, len(self.waiting)))]
+            stepped, logits = self._prefill(take)
+        elif batch is not None:
+            stepped, logits = batch, batch.step(backend.lm, backend._cache_kwarg)
+        else:
+            return None
+        scores = self.processors(stepped.history, logits) if self.processors else logits
+        nxt = scores.argmax(-1) if params.greedy else sample(scores, params.top_p, self.generator)
+        chosen = torch.log_softmax(logits, -1).gather(-1, nxt[:, None]).squeeze(-1).tolist() \
+            if params.logprobs else None
+        for b, (row, t) in enumerate(zip(stepped.rows, nxt.tolist(), strict=True)):
+            if stepped.done[b]:
+                continue  # ended, not cut yet: its tokens are ignored
+            gen = self.gens[row]
+            gen.append(t)
+            if chosen is not None:
+                self.logprobs[row].append(chosen[b])
+            stepped.done[b] = (t in self.eos or len(gen) >= params.max_tokens
+                               or (self.stop is not None and self.stop(gen)))
+        stepped.advance(nxt)
+        if stepped is not batch:
+            batch = stepped if batch is None else batch.merge(stepped, params.max_tokens)
+        self.batch = batch
+        finished, live = sum(batch.done), len(batch.rows)
+        # Cutting rows copies the cache once: wait until enough rows have ended to pay for it,
+        # or until cutting them lets the waiting rows join.
+        if not finished or not (finished == live or finished >= max(1, live // 8)
+                                or self._can_admit(backend.batch_size - live + finished)):
+            return []
+        cut = [row for b, row in enumerate(batch.rows) if batch.done[b]]
+        if backend.prefix_cache:
+            for b, row in enumerate(batch.rows):
+                if batch.done[b]:
+                    backend._store(batch.cache, batch.mask, b, self.ids[row], self.gens[row], self.hits[row])
+        self.batch = batch.keep([b for b, d in enumerate(batch.done) if not d])
+        return cut
+
+    def _prefill(self, rows: list[int]) -> tuple[_Batch, Any]:
+        """Pre-fill ``rows`` (their uncached tails, on their cached prefixes): the batch of them
+        and the logits of their first token."""
+        backend = self.backend
+        hits = [self.hits[i] for i in rows]
+        input_ids, mask, width = backend._layout([self.ids[i] for i in rows], hits)
+        # Room for the whole call: the cached prefix, the pre-fill and every token to generate.
+        cache = backend._batch_cache(hits, width, input_ids.shape[1] + self.params.max_tokens)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        batch = _Batch(rows=list(rows), cache=cache, mask=mask, feed=input_ids[:, width:],
+                       positions=positions[:, width:], history=input_ids if self.processors else None,
+                       pad=backend.tokenizer.pad_token_id)
+        return batch, batch.step(backend.lm, backend._cache_kwarg)
+
+
+class ChatStream:
+    """Conversations decoded as they come, on one running batch (``HFBackend.open_stream``).
+
+    ``submit(key, conversation)`` queues a conversation; iterating yields, each time some rows
+    end, their ``(key, Generation)`` pairs. A caller may submit more between items — a
+    dialogue's next turn joins the running batch as soon as its last turn ends, instead of
+    waiting for every other dialogue's turn (``chat``'s one call per turn) — and iteration ends
+    once nothing is decoding or waiting. The stream's sampling draws from its own generator
+    (``params.seed``), so results depend on what was submitted and when, not on other calls."""
+
+    def __init__(self, backend: HFBackend, params: SamplingParams) -> None:
+        self.backend, self.params = backend, params
+        self._decoder = _Decoder(backend, params)
+        self._rows: dict[int, tuple[Any, list[int], tuple[KVEntry | None, int]]] = {}
+
+    def submit(self, key: Any, conversation: Conversation) -> None:
+        x = self.backend._tokens(conversation)
+        hit = self.backend._hit(x)
+        self._rows[self._decoder.add(x, hit)] = (key, x, hit)
+
+    def __iter__(self) -> Iterator[list[tuple[Any, Generation]]]:
+        while (finished := self._decoder.next_finished()) is not None:
+            out = []
+            for row in finished:
+                key, x, hit = self._rows.pop(row)
+                gen, logprobs = self._decoder.result(row)
+                out.append((key, self.backend._generation(x, hit, gen, logprobs, self.params)))
+                self._decoder.gens[row] = []  # the tokens are in the Generation now
+            yield out
+
+
+
 def _logits_processors(params: SamplingParams) -> Any:
     """transformers' processors for ``params``, in ``generate``'s order (penalty, temperature,
     top-k); empty for plain greedy decoding. Top-p is ``sample``'s."""
@@ -496,7 +596,7 @@ def _logits_processors(params: SamplingParams) -> Any:
 NUCLEUS_CANDIDATES = 512  # tokens ranked before a nucleus is cut; more only when their mass falls short
 
 
-def sample(scores: Any, top_p: float = 1.0) -> Any:
+def sample(scores: Any, top_p: float = 1.0, generator: Any = None) -> Any:
     """One token per row from softmax(``scores``), restricted to the top-``top_p`` nucleus.
 
     The distribution of transformers' ``TopPLogitsWarper`` followed by ``multinomial``, which
@@ -504,12 +604,13 @@ def sample(scores: Any, top_p: float = 1.0) -> Any:
     about 300 ms a step on a 2-core CPU, twice the model's forward. Here the nucleus is cut from
     the ``NUCLEUS_CANDIDATES`` highest tokens (the same set whenever their mass reaches
     ``top_p``; else the full warper runs), and without a nucleus a token is drawn by the
-    exponential race (argmax of p / Exp(1), an exact categorical draw in one pass)."""
+    exponential race (argmax of p / Exp(1), an exact categorical draw in one pass). Draws come
+    from ``generator`` (default: torch's global one)."""
     import torch
 
     if top_p >= 1.0:
         probs = torch.softmax(scores, dim=-1)
-        return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+        return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
     k = min(NUCLEUS_CANDIDATES, scores.shape[-1])
     top, index = scores.topk(k, dim=-1)  # descending
     probs = (top - torch.logsumexp(scores, dim=-1, keepdim=True)).exp()
@@ -518,12 +619,12 @@ def sample(scores: Any, top_p: float = 1.0) -> Any:
         from transformers.generation.logits_process import TopPLogitsWarper
 
         cut = TopPLogitsWarper(top_p)(None, scores.clone())
-        return torch.multinomial(torch.softmax(cut, dim=-1), num_samples=1).squeeze(1)
+        return torch.multinomial(torch.softmax(cut, dim=-1), num_samples=1, generator=generator).squeeze(1)
     # TopPLogitsWarper keeps a token while the mass ranked below it exceeds 1 - top_p, i.e. the
     # mass above it is under top_p; the top token always stays.
     keep = before < top_p
     keep[:, 0] = True
-    choice = torch.multinomial(probs * keep, num_samples=1)
+    choice = torch.multinomial(probs * keep, num_samples=1, generator=generator)
     return index.gather(-1, choice).squeeze(1)
 
 

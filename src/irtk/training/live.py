@@ -8,10 +8,11 @@ Its prefix cache is off: the weights change between calls, so a cached prefix wo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from irtk.dialogue import metrics as metric_lib
@@ -38,11 +39,13 @@ class LiveHFBackend(HFBackend):
         self._attach(LIVE_MODEL, lm, tokenizer, next(lm.parameters()).device, batch_size=batch_size,
                      prefix_cache=False, cache_bytes=0, lockstep=False)
 
-    def chat(self, conversations: Sequence[Any], params: Any) -> list[Any]:
+    @contextlib.contextmanager
+    def _generating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for every forward of ``chat`` and of a stream, then back."""
         was_training = self.lm.training
         self.lm.eval()
         try:
-            return super().chat(conversations, params)
+            yield
         finally:
             self.lm.train(was_training)
 
