@@ -274,7 +274,7 @@ class HFBackend:
                 rows = {i: decoder.add(ids[i], hits[i]) for i in order}
                 while decoder.next_finished() is not None:
                     pass
-                outs = [decoder.result(rows[i]) for i in range(len(ids))]
+                outs = [decoder.pop(rows[i])[2:] for i in range(len(ids))]
             else:
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
@@ -438,10 +438,13 @@ class _Decoder:
         import torch
 
         self.backend, self.params = backend, params
-        self.ids: list[list[int]] = []
-        self.hits: list[tuple[KVEntry | None, int]] = []
-        self.gens: list[list[int]] = []
-        self.logprobs: list[list[float] | None] = []
+        # Per row until ``pop``: a stream's finished rows must not keep their prompts and the
+        # cache entries they started from (those hold key/values) alive.
+        self.ids: dict[int, list[int]] = {}
+        self.hits: dict[int, tuple[KVEntry | None, int]] = {}
+        self.gens: dict[int, list[int]] = {}
+        self.logprobs: dict[int, list[float] | None] = {}
+        self.added = 0
         self.waiting: deque[int] = deque()
         self.batch: _Batch | None = None
         self.processors = _logits_processors(params)
@@ -456,15 +459,15 @@ class _Decoder:
 
     def add(self, x: list[int], hit: tuple[KVEntry | None, int]) -> int:
         """Queue prompt ``x`` (its cached prefix ``hit``); returns its row number."""
-        self.ids.append(x)
-        self.hits.append(hit)
-        self.gens.append([])
-        self.logprobs.append([] if self.params.logprobs else None)
-        self.waiting.append(len(self.ids) - 1)
-        return len(self.ids) - 1
+        row, self.added = self.added, self.added + 1
+        self.ids[row], self.hits[row], self.gens[row] = x, hit, []
+        self.logprobs[row] = [] if self.params.logprobs else None
+        self.waiting.append(row)
+        return row
 
-    def result(self, row: int) -> tuple[list[int], list[float] | None]:
-        return self.gens[row], self.logprobs[row]
+    def pop(self, row: int) -> tuple[list[int], tuple[KVEntry | None, int], list[int], list[float] | None]:
+        """A finished row's prompt, cache hit, generated tokens and log-probs, forgotten here."""
+        return self.ids.pop(row), self.hits.pop(row), self.gens.pop(row), self.logprobs.pop(row)
 
     def _can_admit(self, free: int) -> bool:
         return bool(self.waiting) and free >= min(self.admit_at, len(self.waiting))
@@ -553,22 +556,16 @@ class ChatStream:
     def __init__(self, backend: HFBackend, params: SamplingParams) -> None:
         self.backend, self.params = backend, params
         self._decoder = _Decoder(backend, params)
-        self._rows: dict[int, tuple[Any, list[int], tuple[KVEntry | None, int]]] = {}
+        self._keys: dict[int, Any] = {}
 
     def submit(self, key: Any, conversation: Conversation) -> None:
         x = self.backend._tokens(conversation)
-        hit = self.backend._hit(x)
-        self._rows[self._decoder.add(x, hit)] = (key, x, hit)
+        self._keys[self._decoder.add(x, self.backend._hit(x))] = key
 
     def __iter__(self) -> Iterator[list[tuple[Any, Generation]]]:
         while (finished := self._decoder.next_finished()) is not None:
-            out = []
-            for row in finished:
-                key, x, hit = self._rows.pop(row)
-                gen, logprobs = self._decoder.result(row)
-                out.append((key, self.backend._generation(x, hit, gen, logprobs, self.params)))
-                self._decoder.gens[row] = []  # the tokens are in the Generation now
-            yield out
+            yield [(self._keys.pop(row), self.backend._generation(*self._decoder.pop(row), self.params))
+                   for row in finished]
 
 
 
