@@ -7,7 +7,10 @@ summary, sampling with seed 0):
 
 - ``cached``   the default `hf` path: key/values kept across turns, finished rows leaving the
                batch at once, batch size chosen by the backend, continuous batching over
-               dialogues, the policy's stop rule;
+               dialogues (each dialogue's next question joins the running batch as soon as its
+               last turn is judged: ``HFBackend.open_stream``), the policy's stop rule;
+- ``turns``    ``cached`` played turn by turn: every live dialogue's next question in one call,
+               so each turn waits for the call's slowest dialogue (the loop with an LLM user);
 - ``uncached`` the old path (``--backend-arg prefix_cache=false --backend-arg lockstep=true``):
                every turn pre-fills the whole dialogue again, fixed batches of 16 played in
                lockstep, transformers' ``generate`` computing each row until the batch's
@@ -22,7 +25,7 @@ favours neither. Per mode: dialogues per minute, prompt tokens pre-filled (promp
 those served from a cache) and peak RSS (sampled; this process holds both hf models, so the
 second mode's figure includes the first's leftovers; vLLM's is its own process's).
 
-    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,uncached,vllm,cached:128]
+    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,turns,uncached,vllm,cached:128]
 """
 
 from __future__ import annotations
@@ -58,19 +61,42 @@ def trajectories(n: int) -> list[dict]:
 
 
 class Counting:
-    """Wraps a backend's ``chat``: prompt tokens, those served from a cache, completion tokens."""
+    """Wraps a backend's ``chat`` and ``open_stream`` (``stream=False``: none, so simulate plays
+    turn by turn): prompt tokens, those served from a cache, completion tokens."""
 
-    def __init__(self, backend) -> None:
+    def __init__(self, backend, stream: bool = True) -> None:
         self.backend, self.prompt, self.cached, self.completion = backend, 0, 0, 0
         self.batch_size = getattr(backend, "batch_size", None)
         self.call_size = getattr(backend, "call_size", None)
+        if not (stream and hasattr(backend, "open_stream")):
+            self.open_stream = None
+
+    def count(self, generations) -> None:
+        self.prompt += sum(g.prompt_tokens for g in generations)
+        self.cached += sum(g.cached_tokens for g in generations)
+        self.completion += sum(g.completion_tokens for g in generations)
 
     def chat(self, conversations, params):
         out = self.backend.chat(conversations, params)
-        self.prompt += sum(g.prompt_tokens for g in out)
-        self.cached += sum(g.cached_tokens for g in out)
-        self.completion += sum(g.completion_tokens for g in out)
+        self.count(out)
         return out
+
+    def open_stream(self, params):
+        stream = self.backend.open_stream(params)
+        return None if stream is None else _CountingStream(stream, self)
+
+
+class _CountingStream:
+    def __init__(self, stream, counting: Counting) -> None:
+        self.stream, self.counting = stream, counting
+
+    def submit(self, key, conversation) -> None:
+        self.stream.submit(key, conversation)
+
+    def __iter__(self):
+        for finished in self.stream:
+            self.counting.count([g for _, g in finished])
+            yield finished
 
 
 class PeakRSS:
@@ -107,9 +133,9 @@ def build_parts(mode: str, config, model_path: str, rewards=None):
         backend = get_backend("vllm", model_path, enforce_eager=True, seed=config.seed)
     elif mode.startswith("cached:"):
         backend = get_backend("hf", model_path, call_size=int(mode.split(":", 1)[1]))
-    else:
+    else:  # cached, turns
         backend = get_backend("hf", model_path)
-    counting = Counting(backend)
+    counting = Counting(backend, stream=mode != "turns")
     parts = _Parts(config, backends={config.model: counting})
     if rewards is not None:
         parts.rewards = rewards  # one embedder for every mode
@@ -197,7 +223,7 @@ def main() -> None:
     rows = trajectories(args.dialogues)
     config = config_for(model_path, args.max_turns)
     figures = {m: {"seconds": 0.0, "cpu": 0.0, "prompt": 0, "cached": 0, "completion": 0, "rss": 0} for m in modes}
-    local = [m for m in modes if m in ("cached", "uncached") or m.startswith("cached:")]
+    local = [m for m in modes if m in ("cached", "turns", "uncached") or m.startswith("cached:")]
     built, rewards = {}, None
     for m in local:
         built[m] = build_parts(m, config, model_path, rewards)
@@ -240,6 +266,7 @@ def main() -> None:
               f"peak RSS {f['rss'] / 2**30:.2f} GiB{extra}")
     # CPU seconds too: on a shared machine they drift less with other people's load than wall time.
     pairs = [("cached", "uncached", "speed-up cached / uncached"), ("cached", "vllm", "ratio cached hf / vLLM-CPU")]
+    pairs += [("cached", "turns", "speed-up cached (streamed) / turns")]
     pairs += [(m, "cached", f"speed-up {m} / cached") for m in modes if m.startswith("cached:")]
     for mine, other, label in pairs:
         if mine in rate and other in rate:

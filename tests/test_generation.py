@@ -616,3 +616,43 @@ def test_hf_call_size_is_twice_the_batch_unless_set(tiny_llama):
     assert get_backend("hf", tiny_llama, batch_size=4, lockstep=True).call_size == 4
     assert get_backend("hf", tiny_llama, batch_size=4, call_size=24).call_size == 24
     check_backend_options("hf", {"call_size": 24})  # a known option: no usage error
+
+
+def test_hf_stream_rows_submitted_mid_stream_join_the_running_batch(peaked_llama):
+    """``open_stream``: a conversation's next turn and a new conversation submitted while other
+    rows are still decoding join the running batch; greedy fp32 gives every row the tokens and
+    log-probs of ``generate`` alone (``lockstep``, no cache)."""
+    params = SamplingParams(max_tokens=12, temperature=0.0, logprobs=True, stop=("e", "a"))
+    plain = get_backend("hf", peaked_llama, prefix_cache=False, lockstep=True, dtype="float32", batch_size=1)
+    streamed = get_backend("hf", peaked_llama, dtype="float32", batch_size=3)
+    words = ["rivers", "the history of mountain passes", "why", "glaciers and sea level"]
+    stream = streamed.open_stream(params)
+    convs = {}
+    for i, w in enumerate(words[:3]):
+        convs[i] = [SYSTEM, {"role": "user", "content": w}]
+        stream.submit(i, convs[i])
+    got, joined_live = {}, 0
+    for finished in stream:
+        for key, g in finished:
+            got[key] = g
+            live = stream._decoder.batch.rows if stream._decoder.batch else []
+            if key in (0, 1, 2) and key + 10 not in convs:
+                # Its next turn, while the others decode on.
+                convs[key + 10] = next_turns([convs[key]], [g], 0)[0]
+                stream.submit(key + 10, convs[key + 10])
+                joined_live += bool(live)
+            if key == 0:
+                convs[3] = [SYSTEM, {"role": "user", "content": words[3]}]
+                stream.submit(3, convs[3])
+    assert sorted(got) == [0, 1, 2, 3, 10, 11, 12]
+    assert joined_live >= 1  # at least one turn was submitted while other rows were decoding
+    keys = sorted(convs)
+    for key, p in zip(keys, plain.chat([convs[k] for k in keys], params), strict=True):
+        g = got[key]
+        assert (g.text, g.completion_tokens, g.finish_reason) == (p.text, p.completion_tokens, p.finish_reason)
+        assert g.logprobs == pytest.approx(p.logprobs, abs=1e-4)
+    assert any(got[k].cached_tokens > 0 for k in (10, 11, 12))  # next turns start from their cache
+
+
+def test_hf_stream_is_none_where_the_backend_runs_generate(tiny_llama):
+    assert get_backend("hf", tiny_llama, lockstep=True).open_stream(SamplingParams()) is None

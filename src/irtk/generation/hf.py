@@ -244,13 +244,19 @@ class HFBackend:
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     @property
+    def own_loop(self) -> bool:
+        """True where decoding is irtk's ``_Decoder`` (a plain key/value cache, not ``lockstep``),
+        else transformers' ``generate`` in fixed micro-batches."""
+        return self.cacheable and not self.lockstep
+
+    @property
     def call_size(self) -> int:
         """Conversations a caller should send per ``chat`` call: twice ``batch_size`` where rows
         join the batch as others end (the second half fills the steps the first half's longest
         rows would run nearly alone), else ``batch_size``; the ``call_size`` option sets it."""
         if self._call_size:
             return max(1, int(self._call_size))
-        return self.batch_size * (1 if self.lockstep or not self.cacheable else 2)
+        return self.batch_size * (2 if self.own_loop else 1)
 
     def render(self, conversation: Conversation) -> str:
         if self.tokenizer.chat_template is None:
@@ -269,7 +275,7 @@ class HFBackend:
         # Rows with similar numbers of tokens to pre-fill together: less padding per pre-fill.
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]) - hits[i][1], len(ids[i])))
         with self._generating():
-            if self.cacheable and not self.lockstep:
+            if self.own_loop:
                 decoder = _Decoder(self, params)
                 rows = {i: decoder.add(ids[i], hits[i]) for i in order}
                 while decoder.next_finished() is not None:
@@ -290,7 +296,7 @@ class HFBackend:
     def open_stream(self, params: SamplingParams) -> ChatStream | None:
         """Conversations decoded as they come (``ChatStream``), where this backend runs its own
         loop (a plain key/value cache, not ``lockstep``); else None (callers use ``chat``)."""
-        return ChatStream(self, params) if self.cacheable and not self.lockstep else None
+        return ChatStream(self, params) if self.own_loop else None
 
     def _generating(self) -> contextlib.AbstractContextManager:
         """The context every forward of ``chat`` and of a stream runs in (a subclass around a
