@@ -90,8 +90,8 @@ class _CountingStream:
     def __init__(self, stream, counting: Counting) -> None:
         self.stream, self.counting = stream, counting
 
-    def submit(self, key, conversation) -> None:
-        self.stream.submit(key, conversation)
+    def submit(self, key, conversation, **options) -> None:
+        self.stream.submit(key, conversation, **options)
 
     def __iter__(self):
         for finished in self.stream:

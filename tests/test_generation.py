@@ -88,14 +88,19 @@ def test_hf_turn_cache_gives_the_tokens_of_a_full_prefill(tiny_llama):
     plain = get_backend("hf", tiny_llama, prefix_cache=False, lockstep=True, dtype="float32", batch_size=3)
     cached = get_backend("hf", tiny_llama, dtype="float32", batch_size=3)  # 4 rows: two micro-batches
     convs = [[SYSTEM, {"role": "user", "content": q}] for q in [*ASKS, "and the mountains?"]]
+    tok = cached.tokenizer
+    system_tokens = len(tok(tok.apply_chat_template([SYSTEM], tokenize=False), add_special_tokens=False)["input_ids"])
     before: list = []
     for turn in range(3):
         want, got = plain.chat(convs, params), cached.chat(convs, params)
         for p, g in zip(want, got, strict=True):
             assert p.text == g.text and p.prompt_tokens == g.prompt_tokens and p.cached_tokens == 0
             assert g.logprobs == pytest.approx(p.logprobs, abs=1e-4)
-        if turn == 0:  # nothing cached yet
-            assert [g.cached_tokens for g in got] == [0, 0, 0, 0]
+        if turn == 0:  # nothing cached yet but, for the row that waits, what it shares with rows that ended
+            first = [cached._tokens(c) for c in convs]
+            shared = next(k for k in range(len(first[0])) if len({tuple(x[:k + 1]) for x in first}) > 1)
+            assert sorted(g.cached_tokens for g in got)[:3] == [0, 0, 0]
+            assert all(g.cached_tokens <= shared for g in got)
         else:  # all of the previous turn's prompt (at least) comes from the cache
             assert all(g.cached_tokens >= last.prompt_tokens for g, last in zip(got, before, strict=True))
         before = got
@@ -104,8 +109,6 @@ def test_hf_turn_cache_gives_the_tokens_of_a_full_prefill(tiny_llama):
     assert len(cached.kv_store) == len(convs)
     # A new conversation with the same system prompt reuses it from any dialogue's entry.
     fresh = cached.chat([[SYSTEM, {"role": "user", "content": "what about lakes?"}]], params)[0]
-    tok = cached.tokenizer
-    system_tokens = len(tok(tok.apply_chat_template([SYSTEM], tokenize=False), add_special_tokens=False)["input_ids"])
     assert fresh.cached_tokens >= system_tokens
     assert fresh.text == plain.chat([[SYSTEM, {"role": "user", "content": "what about lakes?"}]], params)[0].text
 
@@ -639,7 +642,7 @@ def test_hf_stream_rows_submitted_mid_stream_join_the_running_batch(peaked_llama
             if key in (0, 1, 2) and key + 10 not in convs:
                 # Its next turn, while the others decode on.
                 convs[key + 10] = next_turns([convs[key]], [g], 0)[0]
-                stream.submit(key + 10, convs[key + 10])
+                stream.submit(key + 10, convs[key + 10], last=True)
                 joined_live += bool(live)
             if key == 0:
                 convs[3] = [SYSTEM, {"role": "user", "content": words[3]}]
@@ -652,6 +655,10 @@ def test_hf_stream_rows_submitted_mid_stream_join_the_running_batch(peaked_llama
         assert (g.text, g.completion_tokens, g.finish_reason) == (p.text, p.completion_tokens, p.finish_reason)
         assert g.logprobs == pytest.approx(p.logprobs, abs=1e-4)
     assert any(got[k].cached_tokens > 0 for k in (10, 11, 12))  # next turns start from their cache
+    # Stored: only conversation 3's turn. Each of 0-2 left the store once its next turn was
+    # pre-filled from it, and those next turns were submitted as last ones.
+    (entry,) = streamed.kv_store._entries.values()
+    assert entry.prompt_len == got[3].prompt_tokens
 
 
 def test_hf_stream_is_none_where_the_backend_runs_generate(tiny_llama):

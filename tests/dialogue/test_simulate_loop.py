@@ -227,20 +227,24 @@ def play_hf(tmp_path, rows, backend, model, **config):
     return read_rows(out)
 
 
-def test_turn_cache_and_continuous_batching_change_no_dialogue(tmp_path, tiny_llama):
+def test_turn_cache_and_continuous_batching_change_no_dialogue(tmp_path, tiny_llama, monkeypatch):
     """Greedy fp32: the cached, continuously batched loop plays the uncached lockstep dialogues."""
     from irtk.generation import get_backend
 
     rows = [{**r, "id": f"{r['id']}-{i}"} for i in range(3) for r in TRAJECTORIES]
     plain = get_backend("hf", tiny_llama, dtype="float32", prefix_cache=False, lockstep=True)
     cached = get_backend("hf", tiny_llama, dtype="float32")
+    served = []  # cache entries later prompts started from
+    consumed = cached._consumed
+    monkeypatch.setattr(cached, "_consumed", lambda hit: (served.append(hit[1]), consumed(hit)))
     want = play_hf(tmp_path, rows, plain, tiny_llama, batch_size=len(rows))
     got = play_hf(tmp_path, rows, cached, tiny_llama, batch_size=4)  # 6 dialogues through 4 slots
     assert [d["id"] for d in got] == [r["id"] for r in rows]
     for w, g in zip(want, got, strict=True):
         assert g["turns"] == w["turns"] and g["summary"] == w["summary"]
         assert g["tokens_in"] == w["tokens_in"] and g["tokens_out"] == w["tokens_out"]
-    assert len(cached.kv_store) > 0
+    assert sum(n > 0 for n in served) >= len(rows)  # every dialogue's later turns came from its cache
+    assert len(cached.kv_store) == 0  # last turns are not stored, and the others were consumed
 
 
 @pytest.mark.slow

@@ -249,6 +249,10 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
     playing = 0
     conversation = parts.policy.conversation
 
+    def submit(e: Episode) -> None:
+        # A last turn's key/values are not kept for a next one.
+        stream.submit(e, conversation(e), last=len(e.turns) + 1 >= max_turns)
+
     def fill() -> None:
         nonlocal playing
         while playing < slots:
@@ -260,7 +264,7 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
                 e.done = True
                 out.end([e])
             else:
-                stream.submit(e, conversation(e))
+                submit(e)
                 playing += 1
 
     fill()
@@ -270,7 +274,7 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
                     parts, max_turns)
         for e in live:
             if not e.done:
-                stream.submit(e, conversation(e))
+                submit(e)
         out.end(e for e in live if e.done)
         playing -= sum(e.done for e in live)
         fill()

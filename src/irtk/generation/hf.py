@@ -274,22 +274,22 @@ class HFBackend:
         hits = [self._hit(x) for x in ids]
         # Rows with similar numbers of tokens to pre-fill together: less padding per pre-fill.
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]) - hits[i][1], len(ids[i])))
+        if self.own_loop:
+            decoder = _Decoder(self, params)
+            rows = {i: decoder.add(ids[i], hits[i]) for i in order}
+            del hits  # the decoder's only: a row's cache entry can go once the row is pre-filled
+            while decoder.next_finished() is not None:
+                pass
+            return [self._generation(*decoder.pop(rows[i]), params) for i in range(len(ids))]
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        outs = [None] * len(ids)
         with self._generating():
-            if self.own_loop:
-                decoder = _Decoder(self, params)
-                rows = {i: decoder.add(ids[i], hits[i]) for i in order}
-                while decoder.next_finished() is not None:
-                    pass
-                outs = [decoder.pop(rows[i])[2:] for i in range(len(ids))]
-            else:
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                outs = [None] * len(ids)
-                for start in range(0, len(order), self.batch_size):
-                    idx = order[start:start + self.batch_size]
-                    input_ids, mask, _ = self._layout([ids[i] for i in idx], [hits[i] for i in idx])
-                    for i, out in zip(idx, self._generate_lockstep(input_ids, mask, params), strict=True):
-                        outs[i] = out
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                input_ids, mask, _ = self._layout([ids[i] for i in idx], [hits[i] for i in idx])
+                for i, out in zip(idx, self._generate_lockstep(input_ids, mask, params), strict=True):
+                    outs[i] = out
         return [self._generation(x, hit, gen, logprobs, params)
                 for x, hit, (gen, logprobs) in zip(ids, hits, outs, strict=True)]
 
@@ -364,8 +364,16 @@ class HFBackend:
                     values[row, :, width - n:] = v[:, :n]
         return cache
 
-    def _store(self, cache: Any, mask: Any, row: int, x: list[int], gen: list[int],
-               hit: tuple[KVEntry | None, int]) -> None:
+    def _consumed(self, hit: tuple[KVEntry | None, int]) -> None:
+        """A row's cached prefix ``hit`` has been copied into its batch: an entry whose whole
+        prompt it reused is the same conversation, moved on, and leaves the store (its next
+        entry comes when this row ends), so the store holds conversations between turns, not
+        copies of the rows decoding."""
+        source, n = hit
+        if source is not None and n >= source.prompt_len:
+            self.kv_store.discard(source)
+
+    def _store(self, cache: Any, mask: Any, row: int, x: list[int], gen: list[int]) -> None:
         """Store batch row ``row``'s prompt ``x`` and generated tokens ``gen`` with their key/values
         (``mask``: the batch's attention mask)."""
         import numpy as np
@@ -375,9 +383,6 @@ class HFBackend:
         positions = torch.nonzero(mask[row, :cached]).squeeze(-1)
         tokens = (x + gen)[:len(positions)]
         positions = positions[:len(tokens)]
-        source, n = hit
-        if source is not None and n >= source.prompt_len:
-            self.kv_store.discard(source)  # the same conversation, moved on: superseded
         self.kv_store.add(KVEntry(
             tokens=np.asarray(tokens, dtype=np.int64),
             layers=[(layer.keys[row].index_select(1, positions), layer.values[row].index_select(1, positions))
@@ -450,6 +455,7 @@ class _Decoder:
         self.hits: dict[int, tuple[KVEntry | None, int]] = {}
         self.gens: dict[int, list[int]] = {}
         self.logprobs: dict[int, list[float] | None] = {}
+        self.last: set[int] = set()  # rows no later prompt will continue: not stored
         self.added = 0
         self.waiting: deque[int] = deque()
         self.batch: _Batch | None = None
@@ -463,16 +469,20 @@ class _Decoder:
         # few steps, so not for every single row.
         self.admit_at = max(1, backend.batch_size // 8)
 
-    def add(self, x: list[int], hit: tuple[KVEntry | None, int]) -> int:
-        """Queue prompt ``x`` (its cached prefix ``hit``); returns its row number."""
+    def add(self, x: list[int], hit: tuple[KVEntry | None, int], *, last: bool = False) -> int:
+        """Queue prompt ``x`` (its cached prefix ``hit``; ``last``: no later prompt continues it,
+        so its key/values are not stored); returns its row number."""
         row, self.added = self.added, self.added + 1
         self.ids[row], self.hits[row], self.gens[row] = x, hit, []
+        if last:
+            self.last.add(row)
         self.logprobs[row] = [] if self.params.logprobs else None
         self.waiting.append(row)
         return row
 
     def pop(self, row: int) -> tuple[list[int], tuple[KVEntry | None, int], list[int], list[float] | None]:
         """A finished row's prompt, cache hit, generated tokens and log-probs, forgotten here."""
+        self.last.discard(row)
         return self.ids.pop(row), self.hits.pop(row), self.gens.pop(row), self.logprobs.pop(row)
 
     def _can_admit(self, free: int) -> bool:
@@ -498,6 +508,9 @@ class _Decoder:
         room = backend.batch_size - (len(batch.rows) if batch else 0)
         if self._can_admit(room):
             take = [self.waiting.popleft() for _ in range(min(room, len(self.waiting)))]
+            for row in take:
+                if not self.hits[row][1]:  # rows ended since it was queued may share its prefix
+                    self.hits[row] = backend._hit(self.ids[row])
             stepped, logits = self._prefill(take)
         elif batch is not None:
             stepped, logits = batch, batch.step(backend.lm, backend._cache_kwarg)
@@ -529,8 +542,8 @@ class _Decoder:
         cut = [row for b, row in enumerate(batch.rows) if batch.done[b]]
         if backend.prefix_cache:
             for b, row in enumerate(batch.rows):
-                if batch.done[b]:
-                    backend._store(batch.cache, batch.mask, b, self.ids[row], self.gens[row], self.hits[row])
+                if batch.done[b] and row not in self.last:
+                    backend._store(batch.cache, batch.mask, b, self.ids[row], self.gens[row])
         self.batch = batch.keep([b for b, d in enumerate(batch.done) if not d])
         return cut
 
@@ -542,6 +555,9 @@ class _Decoder:
         input_ids, mask, width = backend._layout([self.ids[i] for i in rows], hits)
         # Room for the whole call: the cached prefix, the pre-fill and every token to generate.
         cache = backend._batch_cache(hits, width, input_ids.shape[1] + self.params.max_tokens)
+        for row, hit in zip(rows, hits, strict=True):
+            backend._consumed(hit)
+            self.hits[row] = (None, hit[1])  # in the batch now: the entry may go
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         batch = _Batch(rows=list(rows), cache=cache, mask=mask, feed=input_ids[:, width:],
                        positions=positions[:, width:], history=input_ids if self.processors else None,
@@ -564,15 +580,16 @@ class ChatStream:
         self._decoder = _Decoder(backend, params)
         self._keys: dict[int, Any] = {}
 
-    def submit(self, key: Any, conversation: Conversation) -> None:
+    def submit(self, key: Any, conversation: Conversation, *, last: bool = False) -> None:
+        """Queue ``conversation`` under ``key`` (``last``: no later conversation continues this
+        one — a dialogue's last turn — so its key/values are not kept for one)."""
         x = self.backend._tokens(conversation)
-        self._keys[self._decoder.add(x, self.backend._hit(x))] = key
+        self._keys[self._decoder.add(x, self.backend._hit(x), last=last)] = key
 
     def __iter__(self) -> Iterator[list[tuple[Any, Generation]]]:
         while (finished := self._decoder.next_finished()) is not None:
             yield [(self._keys.pop(row), self.backend._generation(*self._decoder.pop(row), self.params))
                    for row in finished]
-
 
 
 def _logits_processors(params: SamplingParams) -> Any:
