@@ -20,10 +20,11 @@ summary, sampling with seed 0):
 - ``cached:N`` ``cached`` with N dialogues in flight (``--backend-arg call_size=N``; the default is
                twice the batch), compared with ``cached`` in the same process.
 
-``cached`` and ``uncached`` alternate in this process over --repeats, so drifting machine load
-favours neither. Per mode: dialogues per minute, prompt tokens pre-filled (prompt tokens minus
-those served from a cache) and peak RSS (sampled; this process holds both hf models, so the
-second mode's figure includes the first's leftovers; vLLM's is its own process's).
+The modes of this process (all but ``vllm``) take turns, in reverse order every other repeat
+(--repeats), so drifting machine load favours none. Per mode: dialogues per minute, prompt tokens
+pre-filled (prompt tokens minus those served from a cache) and peak RSS (sampled; this process
+holds every mode's hf model, so a later mode's figure includes the earlier ones' leftovers;
+vLLM's is its own process's).
 
     python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,turns,uncached,vllm,cached:128]
 """

@@ -621,10 +621,18 @@ def test_hf_call_size_is_twice_the_batch_unless_set(tiny_llama):
     check_backend_options("hf", {"call_size": 24})  # a known option: no usage error
 
 
-def test_hf_stream_rows_submitted_mid_stream_join_the_running_batch(peaked_llama):
+def test_hf_stream_rows_submitted_mid_stream_join_the_running_batch(peaked_llama, monkeypatch):
     """``open_stream``: a conversation's next turn and a new conversation submitted while other
-    rows are still decoding join the running batch; greedy fp32 gives every row the tokens and
-    log-probs of ``generate`` alone (``lockstep``, no cache)."""
+    rows are still decoding join the running batch, and positions that became padding in every
+    row are cut off; greedy fp32 gives every row the tokens and log-probs of ``generate`` alone
+    (``lockstep``, no cache)."""
+    from irtk.generation.hf import _slab_layer_class
+
+    slab = _slab_layer_class()
+    fronts = []
+    select = slab.batch_select_indices
+    monkeypatch.setattr(slab, "batch_select_indices",
+                        lambda self, indices, front=0: (fronts.append(front), select(self, indices, front)))
     params = SamplingParams(max_tokens=12, temperature=0.0, logprobs=True, stop=("e", "a"))
     plain = get_backend("hf", peaked_llama, prefix_cache=False, lockstep=True, dtype="float32", batch_size=1)
     streamed = get_backend("hf", peaked_llama, dtype="float32", batch_size=3)
@@ -649,6 +657,7 @@ def test_hf_stream_rows_submitted_mid_stream_join_the_running_batch(peaked_llama
                 stream.submit(3, convs[3])
     assert sorted(got) == [0, 1, 2, 3, 10, 11, 12]
     assert joined_live >= 1  # at least one turn was submitted while other rows were decoding
+    assert max(fronts) > 0  # the batch was narrowed when its longest rows left
     keys = sorted(convs)
     for key, p in zip(keys, plain.chat([convs[k] for k in keys], params), strict=True):
         g = got[key]

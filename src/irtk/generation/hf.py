@@ -171,17 +171,22 @@ class _Batch:
             self.history = torch.cat([self.history, self.feed], dim=1)
 
     def keep(self, kept: list[int]) -> _Batch | None:
-        """Only the batch rows ``kept`` go on (None when none is left)."""
+        """Only the batch rows ``kept`` go on (None when none is left), without the leading
+        positions that are padding in all of them: a stream's batch never ends, and rows join
+        right-aligned, so without this its width would grow with every step it ever ran (and
+        attention with it)."""
         import torch
 
         if not kept:
             return None
         if len(kept) < len(self.rows):
             index = torch.tensor(kept, device=self.mask.device)
-            self.cache.batch_select_indices(index)
-            self.mask, self.feed, self.positions = self.mask[index], self.feed[index], self.positions[index]
+            front = int(self.mask[index].any(0).to(torch.int8).argmax())  # the first position any row uses
+            for layer in self.cache.layers:
+                layer.batch_select_indices(index, front)
+            self.mask, self.feed, self.positions = self.mask[index, front:], self.feed[index], self.positions[index]
             if self.history is not None:
-                self.history = self.history[index]
+                self.history = self.history[index, front:]
             self.rows = [self.rows[b] for b in kept]
         self.done = [False] * len(self.rows)
         return self
@@ -758,9 +763,14 @@ def _slab_layer_class() -> type:
                 self.slab_values = self.slab_values.repeat_interleave(repeats, dim=0)
                 self._views()
 
-        def batch_select_indices(self, indices: Any) -> None:
+        def batch_select_indices(self, indices: Any, front: int = 0) -> None:
+            """Keep rows ``indices``, without the first ``front`` positions (padding in all of
+            them: ``_Batch.keep``)."""
             if self.is_initialized:
-                self.slab_keys, self.slab_values = self.slab_keys[indices], self.slab_values[indices]
+                self.slab_keys = self.slab_keys[indices, :, front:]
+                self.slab_values = self.slab_values[indices, :, front:]
+                self.length -= front
+                self.capacity = self.slab_keys.shape[2]
                 self._views()
 
         def concat(self, other: Any, capacity: int) -> None:
