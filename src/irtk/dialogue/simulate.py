@@ -174,16 +174,20 @@ class _Outbox:
     """Where ``play`` keeps episodes from joining to leaving: ended ones are summarised ``slots``
     at a time (the rest once the input runs out) and released in input order."""
 
-    def __init__(self, parts: _Parts, slots: int) -> None:
-        self.parts, self.slots = parts, slots
+    def __init__(self, parts: _Parts, slots: int, max_turns: int) -> None:
+        self.parts, self.slots, self.max_turns = parts, slots, max_turns
         self.order: dict[int, int] = {}  # input position by episode
         self.ended: list[tuple[int, Episode]] = []
         self.ready: dict[int, Episode] = {}
         self.joined = self.released = 0
 
-    def join(self, e: Episode) -> None:
+    def join(self, e: Episode) -> bool:
+        """Take ``e`` in; False when it has nothing left to play (``done``, or ``max_turns``
+        turns played already: it is marked done)."""
         self.order[id(e)] = self.joined
         self.joined += 1
+        e.done = e.done or len(e.turns) >= self.max_turns
+        return not e.done
 
     def end(self, episodes: Iterable[Episode]) -> None:
         self.ended.extend((self.order.pop(id(e)), e) for e in episodes)
@@ -220,7 +224,7 @@ def play(episodes: Iterable[Episode], parts: _Parts, max_turns: int, slots: int)
 
 def _play_in_turns(episodes: Iterable[Episode], parts: _Parts, max_turns: int, slots: int) -> Iterator[Episode]:
     waiting = iter(episodes)
-    out = _Outbox(parts, slots)
+    out = _Outbox(parts, slots, max_turns)
     pool: list[Episode] = []
     exhausted = False
     while True:
@@ -229,9 +233,8 @@ def _play_in_turns(episodes: Iterable[Episode], parts: _Parts, max_turns: int, s
             if e is None:
                 exhausted = True
                 break
-            e.done = e.done or len(e.turns) >= max_turns
-            pool.append(e)
             out.join(e)
+            pool.append(e)
         live = [e for e in pool if not e.done]
         if live:
             play_turn(live, parts, max_turns)
@@ -245,7 +248,7 @@ def _play_in_turns(episodes: Iterable[Episode], parts: _Parts, max_turns: int, s
 def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max_turns: int,
                     slots: int) -> Iterator[Episode]:
     waiting = iter(episodes)
-    out = _Outbox(parts, slots)
+    out = _Outbox(parts, slots, max_turns)
     playing = 0
     conversation = parts.policy.conversation
 
@@ -259,13 +262,11 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
             e = next(waiting, None)
             if e is None:
                 return
-            out.join(e)
-            if e.done or len(e.turns) >= max_turns:
-                e.done = True
-                out.end([e])
-            else:
+            if out.join(e):
                 submit(e)
                 playing += 1
+            else:
+                out.end([e])
 
     fill()
     for finished in stream:
