@@ -588,6 +588,44 @@ def test_slab_cache_gives_dynamic_caches_logits_through_growth_and_row_cuts(tiny
     assert slab.slab_keys.shape[2] >= 10 and slab.keys.shape == (2, slab.keys.shape[1], 10, slab.keys.shape[3])
 
 
+def test_slab_rows_leave_and_join_in_place_and_rebuild_only_without_room():
+    # A stream's batch changes rows every few steps: rows leaving copy only the rows that change
+    # slots, rows joining are written into spare ones, left-padded with zeros where shorter; the
+    # slab is replaced only when it lacks rows or positions.
+    import torch
+
+    from irtk.generation.hf import _slab_layer_class
+
+    torch.manual_seed(0)
+    heads, dim = 2, 3
+    layer = _slab_layer_class()(capacity=12, row_capacity=4)
+    k, v = torch.randn(3, heads, 5, dim), torch.randn(3, heads, 5, dim)
+    layer.allocate(3, k, v, filled=0, start=2, width=16)
+    layer.update(k, v)
+    slab = layer.slab_keys
+    layer.batch_select_indices(torch.tensor([0, 2]), front=1)  # row 1 leaves, row 2 takes its slot
+    assert layer.slab_keys is slab and layer.start == 3 and layer.length == 4
+    torch.testing.assert_close(layer.keys, k[[0, 2], :, 1:])
+    torch.testing.assert_close(layer.values, v[[0, 2], :, 1:])
+    other = _slab_layer_class()(capacity=8)
+    k2, v2 = torch.randn(2, heads, 6, dim), torch.randn(2, heads, 6, dim)
+    other.update(k2, v2)
+    layer.concat(other, capacity=6 + 4)  # longer rows join: the others get two more padding positions
+    assert layer.slab_keys is slab and layer.length == 6 and layer.rows == 4
+    zeros = torch.zeros(2, heads, 2, dim)
+    torch.testing.assert_close(layer.keys, torch.cat([torch.cat([zeros, k[[0, 2], :, 1:]], 2), k2]))
+    torch.testing.assert_close(layer.values, torch.cat([torch.cat([zeros, v[[0, 2], :, 1:]], 2), v2]))
+    before = layer.keys.clone()
+    layer.concat(other, capacity=6 + 4, row_capacity=8)  # no spare rows: a new slab, room for 8
+    assert layer.slab_keys is not slab and layer.slab_keys.shape[0] == 8 and layer.rows == 6
+    torch.testing.assert_close(layer.keys, torch.cat([before, k2]))
+    step = torch.randn(6, heads, 1, dim)
+    for _ in range(layer.slab_keys.shape[2]):  # past the slab's end: rebuilt, nothing lost
+        layer.update(step, step)
+    torch.testing.assert_close(layer.keys[:, :, :6], torch.cat([before, k2]))
+    assert (layer.keys[:, :, 6:] == step).all()
+
+
 def test_hf_rows_join_the_batch_as_others_end(peaked_llama):
     """Continuous batching within a call: 7 conversations through 2 rows, rows ending at different
     steps (stop strings) and waiting ones pre-filled into the running batch, over two turns with

@@ -171,34 +171,42 @@ class _Batch:
             self.history = torch.cat([self.history, self.feed], dim=1)
 
     def keep(self, kept: list[int]) -> _Batch | None:
-        """Only the batch rows ``kept`` go on (None when none is left), without the leading
-        positions that are padding in all of them: a stream's batch never ends, and rows join
-        right-aligned, so without this its width would grow with every step it ever ran (and
-        attention with it)."""
+        """Only the batch rows ``kept`` go on (None when none is left; their order may change),
+        without the leading positions that are padding in all of them: a stream's batch never
+        ends, and rows join right-aligned, so without this its width would grow with every step
+        it ever ran (and attention with it)."""
         import torch
 
         if not kept:
             return None
         if len(kept) < len(self.rows):
-            index = torch.tensor(kept, device=self.mask.device)
+            # The last kept rows move into the slots of leaving ones: the rest stay where they are.
+            staying = set(kept)
+            movers = [b for b in kept if b >= len(kept)]
+            holes = [b for b in range(len(kept)) if b not in staying]
+            order = list(range(len(kept)))
+            for hole, mover in zip(holes, movers, strict=True):
+                order[hole] = mover
+            index = torch.tensor(order, device=self.mask.device)
             front = int(self.mask[index].any(0).to(torch.int8).argmax())  # the first position any row uses
             for layer in self.cache.layers:
                 layer.batch_select_indices(index, front)
             self.mask, self.feed, self.positions = self.mask[index, front:], self.feed[index], self.positions[index]
             if self.history is not None:
                 self.history = self.history[index, front:]
-            self.rows = [self.rows[b] for b in kept]
+            self.rows = [self.rows[b] for b in order]
         self.done = [False] * len(self.rows)
         return self
 
-    def merge(self, other: _Batch, max_tokens: int) -> _Batch:
+    def merge(self, other: _Batch, max_tokens: int, rows: int = 0) -> _Batch:
         """This batch with ``other``'s rows after its own, right-aligned (each row's cache and
-        mask left-padded to the longer), with room for ``max_tokens`` more positions."""
+        mask left-padded to the longer), with room for ``max_tokens`` more positions (and, where
+        the cache must be rebuilt, for ``rows`` rows)."""
         import torch
 
         width = max(self.cache.get_seq_length(), other.cache.get_seq_length())
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.concat(theirs, width + max_tokens)
+            mine.concat(theirs, width + max_tokens, rows)
 
         def left_pad(a: Any, b: Any, value: int) -> Any:
             w = max(a.shape[1], b.shape[1])
@@ -536,7 +544,7 @@ class _Decoder:
                                or (self.stop is not None and self.stop(gen)))
         stepped.advance(nxt)
         if stepped is not batch:
-            batch = stepped if batch is None else batch.merge(stepped, params.max_tokens)
+            batch = stepped if batch is None else batch.merge(stepped, params.max_tokens, backend.batch_size)
         self.batch = batch
         finished, live = sum(batch.done), len(batch.rows)
         # Cutting rows copies the cache once: wait until enough rows have ended to pay for it,
@@ -701,28 +709,38 @@ def _slab_layer_class() -> type:
     ``DynamicLayer`` concatenates every new token onto the whole cache, copying it at each step
     of each layer (a sixth of a 32-row decoding turn on a 2-core CPU); here a step writes one
     position in place and hands the model views of the filled part (measured: a decode step at
-    32 rows and 500 positions went from 156 to 120 ms, the same logits). The slab is sized for
-    the call; it grows by half if a caller feeds more than that.
+    32 rows and 500 positions went from 156 to 120 ms, the same logits).
+
+    The filled part is ``slab[:rows, :, start:start + length]``. Rows leave and join in place
+    (``batch_select_indices`` copies only the rows that change slots; ``concat`` writes the new
+    rows into spare ones, padding on the left, while the slab has room): a stream's batch
+    changes rows every few steps, and copying the whole slab each time took a seventh of its
+    run. Cutting leading padding only moves ``start``. Without room the slab is rebuilt (one
+    copy), with ``row_capacity`` rows and some room on both sides of the filled part.
     """
     from transformers.cache_utils import DynamicLayer
 
     class SlabLayer(DynamicLayer):
-        def __init__(self, capacity: int) -> None:
+        def __init__(self, capacity: int, row_capacity: int = 0) -> None:
             super().__init__()
-            self.capacity, self.length = capacity, 0
+            self.capacity, self.row_capacity = capacity, row_capacity
+            self.rows = self.start = self.length = 0
 
-        def allocate(self, rows: int, keys: Any, values: Any, filled: int = 0) -> tuple[Any, Any]:
-            """The slab for ``rows`` rows shaped like ``keys``/``values`` ([heads, tokens, dim]
-            or batched), its first ``filled`` positions zeroed and counted as cached; returns
-            views of those positions to fill in."""
+        def allocate(self, rows: int, keys: Any, values: Any, filled: int = 0, start: int = 0,
+                     width: int | None = None) -> tuple[Any, Any]:
+            """A slab for ``rows`` rows (room for ``row_capacity``) shaped like ``keys``/``values``
+            ([heads, tokens, dim] or batched), ``width`` positions wide (default ``capacity``),
+            its positions ``start:start + filled`` zeroed and counted as cached; returns views of
+            those positions to fill in."""
             self.device = keys.device
-            shape = (rows, keys.shape[-3], max(self.capacity, filled), keys.shape[-1])
+            width = max(width or self.capacity, start + filled)
+            shape = (max(rows, self.row_capacity), keys.shape[-3], width, keys.shape[-1])
             self.slab_keys = keys.new_empty(shape)
             self.slab_values = values.new_empty(shape[:3] + (values.shape[-1],))
             # Padding must be finite: attention gives it weight 0, and 0 * NaN is NaN.
-            self.slab_keys[:, :, :filled].zero_()
-            self.slab_values[:, :, :filled].zero_()
-            self.is_initialized, self.length = True, filled
+            self.slab_keys[:rows, :, start:start + filled].zero_()
+            self.slab_values[:rows, :, start:start + filled].zero_()
+            self.is_initialized, self.rows, self.start, self.length = True, rows, start, filled
             self._views()
             return self.keys, self.values
 
@@ -730,18 +748,25 @@ def _slab_layer_class() -> type:
             self.allocate(key_states.shape[0], key_states, value_states)
 
         def _views(self) -> None:
-            self.keys = self.slab_keys[:, :, :self.length]
-            self.values = self.slab_values[:, :, :self.length]
+            end = self.start + self.length
+            self.keys = self.slab_keys[:self.rows, :, self.start:end]
+            self.values = self.slab_values[:self.rows, :, self.start:end]
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
+            new = key_states.shape[-2]
+            end = self.start + self.length + new
             if end > self.slab_keys.shape[2]:
-                self._rebuild([(self.keys, self.values)], max(end, self.slab_keys.shape[2] * 3 // 2))
-            self.slab_keys[:, :, self.length:end] = key_states
-            self.slab_values[:, :, self.length:end] = value_states
-            self.length = end
+                # Full: a slab that starts at its first position (a stream's start moves right
+                # as its batch narrows) with room, growing by half where it was full already.
+                width = self.slab_keys.shape[2]
+                need = self.length + new
+                self._rebuild([(self.keys, self.values)], max(need + width // 4, width if self.start else width * 3 // 2))
+                end = self.start + self.length + new
+            self.slab_keys[:self.rows, :, end - new:end] = key_states
+            self.slab_values[:self.rows, :, end - new:end] = value_states
+            self.length += new
             self._views()
             return self.keys, self.values
 
@@ -759,37 +784,69 @@ def _slab_layer_class() -> type:
 
         def batch_repeat_interleave(self, repeats: int) -> None:
             if self.is_initialized:
-                self.slab_keys = self.slab_keys.repeat_interleave(repeats, dim=0)
-                self.slab_values = self.slab_values.repeat_interleave(repeats, dim=0)
-                self._views()
+                self._rebuild([(self.keys.repeat_interleave(repeats, dim=0),
+                                self.values.repeat_interleave(repeats, dim=0))], self.slab_keys.shape[2])
 
         def batch_select_indices(self, indices: Any, front: int = 0) -> None:
-            """Keep rows ``indices``, without the first ``front`` positions (padding in all of
-            them: ``_Batch.keep``)."""
-            if self.is_initialized:
-                self.slab_keys = self.slab_keys[indices, :, front:]
-                self.slab_values = self.slab_values[indices, :, front:]
-                self.length -= front
-                self.capacity = self.slab_keys.shape[2]
-                self._views()
+            """Keep rows ``indices`` (in that order), without the first ``front`` positions
+            (padding in all of them: ``_Batch.keep``). In place: only rows whose slot changes
+            are copied (``_Batch.keep`` fills the slots of leaving rows with the last ones)."""
+            if not self.is_initialized:
+                return
+            import torch
 
-        def concat(self, other: Any, capacity: int) -> None:
-            """``other``'s rows after these (``_rebuild``)."""
-            self._rebuild([(self.keys, self.values), (other.keys, other.values)], capacity)
+            order = [int(i) for i in indices]
+            if len(order) > self.slab_keys.shape[0]:  # rows repeated beyond the slab's
+                index = torch.as_tensor(order, device=self.device)
+                self._rebuild([(self.keys[index, :, front:], self.values[index, :, front:])], self.slab_keys.shape[2])
+                return
+            self.start, self.length = self.start + front, self.length - front
+            moved = [i for i, j in enumerate(order) if i != j]
+            if moved:
+                dst = torch.tensor(moved, device=self.device)
+                src = torch.tensor([order[i] for i in moved], device=self.device)
+                span = slice(self.start, self.start + self.length)
+                for slab in (self.slab_keys, self.slab_values):
+                    slab[dst, :, span] = slab[src, :, span]  # the source rows are gathered first
+            self.rows = len(order)
+            self._views()
+
+        def concat(self, other: Any, capacity: int, row_capacity: int = 0) -> None:
+            """``other``'s rows after these, right-aligned at the longer (the shorter side
+            left-padded with zeros): in place where the slab has the spare rows and positions,
+            else a new slab of ``row_capacity`` rows and ``capacity`` positions."""
+            self.row_capacity = max(self.row_capacity, row_capacity)
+            rows, extra, length = self.rows, other.rows, max(self.length, other.length)
+            start = self.start - (length - self.length)
+            # Room for the tokens still to come is not needed now: ``update`` makes it.
+            if not (rows + extra <= self.slab_keys.shape[0] and start >= 0
+                    and start + length < self.slab_keys.shape[2]):
+                self._rebuild([(self.keys, self.values), (other.keys, other.values)], capacity)
+                return
+            pad = length - other.length
+            for slab, theirs in ((self.slab_keys, other.keys), (self.slab_values, other.values)):
+                slab[:rows, :, start:self.start].zero_()
+                slab[rows:rows + extra, :, start:start + pad].zero_()
+                slab[rows:rows + extra, :, start + pad:start + length] = theirs
+            self.rows, self.start, self.length = rows + extra, start, length
+            self._views()
 
         def _rebuild(self, parts: list[tuple[Any, Any]], capacity: int) -> None:
-            """A new slab of at least ``capacity`` positions holding ``parts`` (the keys and
-            values of some rows each), one after another, right-aligned at the longest (the
-            others left-padded with zeros): growing past the slab, and merging batches."""
+            """A new slab holding ``parts`` (the keys and values of some rows each), one after
+            another, right-aligned at the longest (the others left-padded with zeros), with
+            ``capacity`` positions from its first and an eighth of it spare before: rows that
+            join later may be longer than these."""
             length = max(keys.shape[2] for keys, _ in parts)
             self.capacity = max(capacity, length)
-            self.allocate(sum(keys.shape[0] for keys, _ in parts), *parts[0])
+            front = self.capacity // 8
+            self.allocate(sum(keys.shape[0] for keys, _ in parts), *parts[0], start=front,
+                          width=front + self.capacity)
             row = 0
             for keys, values in parts:
                 rows, pad = keys.shape[0], length - keys.shape[2]
                 for slab, part in ((self.slab_keys, keys), (self.slab_values, values)):
-                    slab[row:row + rows, :, :pad].zero_()
-                    slab[row:row + rows, :, pad:length] = part
+                    slab[row:row + rows, :, front:front + pad].zero_()
+                    slab[row:row + rows, :, front + pad:front + length] = part
                 row += rows
             self.length = length
             self._views()
