@@ -547,10 +547,9 @@ class _Decoder:
             batch = stepped if batch is None else batch.merge(stepped, params.max_tokens, backend.batch_size)
         self.batch = batch
         finished, live = sum(batch.done), len(batch.rows)
-        # Cutting rows copies the cache once: wait until enough rows have ended to pay for it,
-        # or until cutting them lets the waiting rows join.
-        if not finished or not (finished == live or finished >= max(1, live // 8)
-                                or self._can_admit(backend.batch_size - live + finished)):
+        # Rows leave as soon as they end (a cut copies only the rows that change slots): a
+        # stream's caller is waiting for them to submit the dialogue's next turn.
+        if not finished:
             return []
         cut = [row for b, row in enumerate(batch.rows) if batch.done[b]]
         if backend.prefix_cache:
