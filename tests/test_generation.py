@@ -588,6 +588,32 @@ def test_slab_cache_gives_dynamic_caches_logits_through_growth_and_row_cuts(tiny
     assert slab.slab_keys.shape[2] >= 10 and slab.keys.shape == (2, slab.keys.shape[1], 10, slab.keys.shape[3])
 
 
+def test_packed_linears_compute_what_linear_does(tiny_llama):
+    # bf16 on a CPU with oneDNN: every linear layer computes from its weight reordered once;
+    # decode-sized inputs go through the packed weight, pre-fill-sized ones through ``linear``.
+    import torch
+
+    from irtk.generation import hf
+
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        pytest.skip("this CPU's torch has no oneDNN bf16")
+    lm, _, _ = hf.load_causal_lm(tiny_llama, "cpu", "bfloat16")
+    linears = [m for m in lm.modules() if type(m) is torch.nn.Linear]
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for ids in (torch.randint(5, 200, (3, 6)), torch.randint(5, 200, (2, hf.PACKED_MAX_ROWS))):
+            for m in linears:
+                m.__dict__.pop("forward", None)
+            want = lm(input_ids=ids).logits
+            assert hf.pack_linears(lm, rows=4) == len(linears) > 0
+            assert all("forward" in m.__dict__ for m in linears)
+            torch.testing.assert_close(lm(input_ids=ids).logits, want, atol=2e-2, rtol=2e-2)
+    fp32, _, _ = hf.load_causal_lm(tiny_llama, "cpu", "float32")
+    assert hf.pack_linears(fp32, rows=4) == 0  # only bf16
+    assert not any("forward" in m.__dict__ for m in get_backend(
+        "hf", tiny_llama, dtype="bfloat16", pack_weights=False).lm.modules())
+
+
 def test_slab_rows_leave_and_join_in_place_and_rebuild_only_without_room():
     # A stream's batch changes rows every few steps: rows leaving copy only the rows that change
     # slots, rows joining are written into spare ones, left-padded with zeros where shorter; the

@@ -62,6 +62,42 @@ def load_causal_lm(model: str, device: str | None = None, dtype: str | None = No
     return lm, tokenizer, device
 
 
+def pack_linears(lm: Any, rows: int) -> int:
+    """Make every bf16 ``nn.Linear`` of ``lm`` on a CPU compute from its weight reordered once
+    into oneDNN's blocked layout (``rows``: the batch it is packed for, a hint); returns how
+    many. ``linear`` reorders the weight at every call: at the row counts of a decode step that
+    costs more than the product (SmolLM2's 576x1536 projection at 18 rows: 0.086 ms, packed
+    0.051; its 49k-token head 2.8 ms, packed 1.6; the same values; a whole decode step 1.08x
+    faster at 32 rows, 1.42x at one). Pre-fills of more than ``PACKED_MAX_ROWS`` tokens keep
+    ``linear`` (at 32 x 500 tokens packed was slower). For a model whose weights
+    stay as they are: the packed copy does not follow training. Other models, devices and
+    dtypes, or a torch without oneDNN bf16: nothing changes."""
+    import torch
+
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return 0
+    packed = 0
+    for module in lm.modules():
+        weight = getattr(module, "weight", None)
+        if type(module) is torch.nn.Linear and weight.dtype == torch.bfloat16 and weight.device.type == "cpu":
+            blocked = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, rows))
+            # An instance attribute: it shadows ``Linear.forward``.
+            module.forward = functools.partial(_packed_linear, blocked, weight, module.bias)
+            packed += 1
+    return packed
+
+
+PACKED_MAX_ROWS = 256  # above this (pre-fills), ``linear`` as it is was as fast or faster
+
+
+def _packed_linear(blocked: Any, weight: Any, bias: Any, x: Any) -> Any:
+    import torch
+
+    if x.numel() > PACKED_MAX_ROWS * x.shape[-1]:
+        return torch.nn.functional.linear(x, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, blocked, bias, "none", [], "")
+
+
 MIN_PREFIX_TOKENS = 8  # below this, building a batch cache costs more than the pre-fill it saves
 # Rows per generate call when the caller does not say: on a CPU larger batches stop paying once
 # the matrix products are compute-bound; on a GPU memory for the key/value cache is the limit.
@@ -228,14 +264,19 @@ class HFBackend:
     earlier prompts and completions, within ``cache_bytes`` (default: by device); ``lockstep``
     decodes with transformers' ``generate`` (every row until the longest ends) instead of irtk's
     loop, where finished rows leave the batch (models with a plain key/value cache);
-    ``call_size``: conversations a caller sends per call (default: twice ``batch_size``)."""
+    ``call_size``: conversations a caller sends per call (default: twice ``batch_size``);
+    ``pack_weights`` (default on): bf16 linear layers on a CPU with oneDNN compute from weights
+    reordered once into its blocked layout (``pack_linears``)."""
 
     name = "hf"
 
     def __init__(self, model: str, *, batch_size: int | None = None, device: str | None = None,
                  dtype: str | None = None, prefix_cache: bool = True, cache_bytes: int | None = None,
-                 lockstep: bool = False, call_size: int | None = None, **_: Any) -> None:
+                 lockstep: bool = False, call_size: int | None = None, pack_weights: bool = True,
+                 **_: Any) -> None:
         lm, tokenizer, device = load_causal_lm(model, device, dtype)
+        if pack_weights:  # this backend's own model: its weights never change
+            pack_linears(lm, batch_size or auto_batch_size(device))
         self._attach(model, lm, tokenizer, device, batch_size=batch_size, prefix_cache=prefix_cache,
                      cache_bytes=cache_bytes, lockstep=lockstep, call_size=call_size)
 
@@ -546,10 +587,9 @@ class _Decoder:
         if stepped is not batch:
             batch = stepped if batch is None else batch.merge(stepped, params.max_tokens, backend.batch_size)
         self.batch = batch
-        finished, live = sum(batch.done), len(batch.rows)
         # Rows leave as soon as they end (a cut copies only the rows that change slots): a
         # stream's caller is waiting for them to submit the dialogue's next turn.
-        if not finished:
+        if not any(batch.done):
             return []
         cut = [row for b, row in enumerate(batch.rows) if batch.done[b]]
         if backend.prefix_cache:
