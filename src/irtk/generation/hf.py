@@ -236,8 +236,8 @@ class _Batch:
 
     def merge(self, other: _Batch, max_tokens: int, rows: int = 0) -> _Batch:
         """This batch with ``other``'s rows after its own, right-aligned (each row's cache and
-        mask left-padded to the longer), with room for ``max_tokens`` more positions (and, where
-        the cache must be rebuilt, for ``rows`` rows)."""
+        mask left-padded to the longer); where the cache must be rebuilt, with room for
+        ``max_tokens`` more positions and ``rows`` rows."""
         import torch
 
         width = max(self.cache.get_seq_length(), other.cache.get_seq_length())
@@ -797,11 +797,9 @@ def _slab_layer_class() -> type:
             new = key_states.shape[-2]
             end = self.start + self.length + new
             if end > self.slab_keys.shape[2]:
-                # Full: a slab that starts at its first position (a stream's start moves right
-                # as its batch narrows) with room, growing by half where it was full already.
-                width = self.slab_keys.shape[2]
-                need = self.length + new
-                self._rebuild([(self.keys, self.values)], max(need + width // 4, width if self.start else width * 3 // 2))
+                # Past the slab's end (a stream's filled part moves right as its batch narrows
+                # from the front): a new slab with a quarter of the old one's width to spare.
+                self._rebuild([(self.keys, self.values)], self.length + new + self.slab_keys.shape[2] // 4)
                 end = self.start + self.length + new
             self.slab_keys[:self.rows, :, end - new:end] = key_states
             self.slab_values[:self.rows, :, end - new:end] = value_states
