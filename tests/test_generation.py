@@ -694,9 +694,9 @@ def test_hf_stream_rows_submitted_mid_stream_join_the_running_batch(peaked_llama
 
     slab = _slab_layer_class()
     fronts = []
-    select = slab.batch_select_indices
-    monkeypatch.setattr(slab, "batch_select_indices",
-                        lambda self, indices, front=0: (fronts.append(front), select(self, indices, front)))
+    move = slab.move_rows
+    monkeypatch.setattr(slab, "move_rows",
+                        lambda self, dst, src, rows, front=0: (fronts.append(front), move(self, dst, src, rows, front)))
     params = SamplingParams(max_tokens=12, temperature=0.0, logprobs=True, stop=("e", "a"))
     plain = get_backend("hf", peaked_llama, prefix_cache=False, lockstep=True, dtype="float32", batch_size=1)
     streamed = get_backend("hf", peaked_llama, dtype="float32", batch_size=3)

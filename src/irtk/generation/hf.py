@@ -225,8 +225,10 @@ class _Batch:
                 order[hole] = mover
             index = torch.tensor(order, device=self.mask.device)
             front = int(self.mask[index].any(0).to(torch.int8).argmax())  # the first position any row uses
+            moves = (torch.tensor(holes, device=self.mask.device),
+                     torch.tensor(movers, device=self.mask.device))
             for layer in self.cache.layers:
-                layer.batch_select_indices(index, front)
+                layer.move_rows(*moves, len(order), front)
             self.mask, self.feed, self.positions = self.mask[index, front:], self.feed[index], self.positions[index]
             if self.history is not None:
                 self.history = self.history[index, front:]
@@ -275,10 +277,10 @@ class HFBackend:
                  lockstep: bool = False, call_size: int | None = None, pack_weights: bool = True,
                  **_: Any) -> None:
         lm, tokenizer, device = load_causal_lm(model, device, dtype)
-        if pack_weights:  # this backend's own model: its weights never change
-            pack_linears(lm, batch_size or auto_batch_size(device))
         self._attach(model, lm, tokenizer, device, batch_size=batch_size, prefix_cache=prefix_cache,
                      cache_bytes=cache_bytes, lockstep=lockstep, call_size=call_size)
+        if pack_weights:  # this backend's own model: its weights never change
+            pack_linears(lm, self.batch_size)
 
     def _attach(self, model: str, lm: Any, tokenizer: Any, device: Any, *, batch_size: int | None,
                 prefix_cache: bool, cache_bytes: int | None, lockstep: bool,
@@ -825,27 +827,29 @@ def _slab_layer_class() -> type:
                                 self.values.repeat_interleave(repeats, dim=0))], self.slab_keys.shape[2])
 
         def batch_select_indices(self, indices: Any, front: int = 0) -> None:
-            """Keep rows ``indices`` (in that order), without the first ``front`` positions
-            (padding in all of them: ``_Batch.keep``). In place: only rows whose slot changes
-            are copied (``_Batch.keep`` fills the slots of leaving rows with the last ones)."""
+            """Keep rows ``indices`` (in that order), without the first ``front`` positions. In
+            place: only rows whose slot changes are copied (``move_rows``, which ``_Batch.keep``
+            calls directly: it fills the slots of leaving rows with the last ones)."""
             if not self.is_initialized:
                 return
             import torch
 
-            order = [int(i) for i in indices]
+            order = torch.as_tensor(indices, device=self.device)
             if len(order) > self.slab_keys.shape[0]:  # rows repeated beyond the slab's
-                index = torch.as_tensor(order, device=self.device)
-                self._rebuild([(self.keys[index, :, front:], self.values[index, :, front:])], self.slab_keys.shape[2])
+                self._rebuild([(self.keys[order, :, front:], self.values[order, :, front:])], self.slab_keys.shape[2])
                 return
+            moved = torch.nonzero(order != torch.arange(len(order), device=self.device)).squeeze(-1)
+            self.move_rows(moved, order[moved], len(order), front)
+
+        def move_rows(self, dst: Any, src: Any, rows: int, front: int = 0) -> None:
+            """Rows ``src`` copied into slots ``dst`` (the source rows are gathered first), the
+            first ``rows`` kept, without the first ``front`` positions."""
             self.start, self.length = self.start + front, self.length - front
-            moved = [i for i, j in enumerate(order) if i != j]
-            if moved:
-                dst = torch.tensor(moved, device=self.device)
-                src = torch.tensor([order[i] for i in moved], device=self.device)
+            if len(dst):
                 span = slice(self.start, self.start + self.length)
                 for slab in (self.slab_keys, self.slab_values):
-                    slab[dst, :, span] = slab[src, :, span]  # the source rows are gathered first
-            self.rows = len(order)
+                    slab[dst, :, span] = slab[src, :, span]
+            self.rows = rows
             self._views()
 
         def concat(self, other: Any, capacity: int, row_capacity: int = 0) -> None:
