@@ -6,6 +6,7 @@ entropy audit) asks here, so one rule decides bf16 vs fp32 everywhere.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from irtk.errors import BackendError
@@ -48,3 +49,28 @@ def cpu_has_native_bf16() -> bool:
 
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def release_freed_memory(device: Any) -> None:
+    """On a CPU with glibc, hand the memory freed since the last call back to the system
+    (``malloc_trim``); elsewhere nothing. glibc keeps freed blocks for reuse, and once large
+    tensors of growing sizes have come and gone (a decoding batch's key/value slabs, rebuilt
+    wider as a stream runs) its heap holds them all: on 64 dialogues of ``simulate`` the peak
+    RSS went from 3.5 to 3.0 GiB when the slabs' rebuilds released what they freed. For rare
+    events only: memory handed back is paged in again when reused."""
+    if str(device).split(":")[0] != "cpu":
+        return
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return None

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from irtk.device import pick_device, pick_dtype
+from irtk.device import pick_device, pick_dtype, release_freed_memory
 from irtk.errors import ModelError
 from irtk.generation import Conversation, Generation, SamplingParams, continues
 
@@ -551,9 +551,18 @@ class _Decoder:
 
         with torch.inference_mode(), self.backend._generating():
             while True:
+                slab = self._slab()
                 finished = self._step()
+                if slab is not None and self._slab() is not slab:
+                    # A slab was rebuilt or the batch ended: hand the old one's memory back.
+                    del slab
+                    release_freed_memory(self.backend.device)
                 if finished is None or finished:
                     return finished
+
+    def _slab(self) -> Any:
+        """The running batch's first key slab (its identity tells when the slabs were rebuilt)."""
+        return None if self.batch is None else getattr(self.batch.cache.layers[0], "slab_keys", None)
 
     def _step(self) -> list[int] | None:
         """One forward (a pre-fill of waiting rows, or a decode step): the rows cut from the
@@ -667,39 +676,43 @@ def _logits_processors(params: SamplingParams) -> Any:
     return out  # top-p: ``sample``
 
 
-NUCLEUS_CANDIDATES = 512  # tokens ranked before a nucleus is cut; more only when their mass falls short
-
-
 def sample(scores: Any, top_p: float = 1.0, generator: Any = None) -> Any:
     """One token per row from softmax(``scores``), restricted to the top-``top_p`` nucleus.
 
-    The distribution of transformers' ``TopPLogitsWarper`` followed by ``multinomial``, which
-    sorts the whole vocabulary at every step: with 32 rows and SmolLM2's 49k tokens that took
-    about 300 ms a step on a 2-core CPU, twice the model's forward. Here the nucleus is cut from
-    the ``NUCLEUS_CANDIDATES`` highest tokens (the same set whenever their mass reaches
-    ``top_p``; else the full warper runs), and without a nucleus a token is drawn by the
-    exponential race (argmax of p / Exp(1), an exact categorical draw in one pass). Draws come
+    The distribution of transformers' ``TopPLogitsWarper`` followed by ``multinomial``, without
+    their cost: the warper sorts the whole vocabulary at every step (with 32 rows and SmolLM2's
+    49k tokens, ~300 ms on a 2-core CPU, twice the model's forward), and ``multinomial`` draws
+    an exponential variate per token (~50 ms). Here a row's token is drawn by inverting its
+    cumulative distribution (one uniform per row), then kept if it lies in the nucleus — the
+    mass of the tokens more probable than it is under ``top_p``, the warper's rule (the top
+    token always stays; tokens tied with a kept one stay too) — else drawn again: rejection
+    from the whole distribution gives the nucleus's renormalised one exactly, and a draw falls
+    outside it with probability at most ``1 - top_p``. Measured at 32 x 49k: 8.5 ms against the
+    earlier top-512 cut's 10 ms (172 ms when those 512 held less than ``top_p``). Draws come
     from ``generator`` (default: torch's global one)."""
     import torch
 
-    if top_p >= 1.0:
-        probs = torch.softmax(scores, dim=-1)
-        return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
-    k = min(NUCLEUS_CANDIDATES, scores.shape[-1])
-    top, index = scores.topk(k, dim=-1)  # descending
-    probs = (top - torch.logsumexp(scores, dim=-1, keepdim=True)).exp()
-    before = probs.cumsum(-1) - probs  # mass ranked strictly above each token
-    if k < scores.shape[-1] and bool((before[:, -1] + probs[:, -1] < top_p).any()):
-        from transformers.generation.logits_process import TopPLogitsWarper
+    probs = torch.softmax(scores, dim=-1)
+    cdf = probs.cumsum(-1, dtype=torch.float64)  # fp64: no mass is lost over 49k terms
 
-        cut = TopPLogitsWarper(top_p)(None, scores.clone())
-        return torch.multinomial(torch.softmax(cut, dim=-1), num_samples=1, generator=generator).squeeze(1)
-    # TopPLogitsWarper keeps a token while the mass ranked below it exceeds 1 - top_p, i.e. the
-    # mass above it is under top_p; the top token always stays.
-    keep = before < top_p
-    keep[:, 0] = True
-    choice = torch.multinomial(probs * keep, num_samples=1, generator=generator)
-    return index.gather(-1, choice).squeeze(1)
+    def draw(rows: Any) -> Any:
+        part = cdf[rows]
+        u = torch.rand(len(part), 1, dtype=part.dtype, device=part.device, generator=generator) * part[:, -1:]
+        return torch.searchsorted(part, u, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+
+    rows = torch.arange(len(probs), device=probs.device)
+    chosen = draw(rows)
+    if top_p >= 1.0:
+        return chosen
+    part = probs
+    while True:
+        mine = part.gather(-1, chosen[rows, None])
+        outside = part.where(part > mine, 0).sum(-1) >= top_p
+        if not bool(outside.any()):
+            return chosen
+        rows = rows[outside]
+        chosen[rows] = draw(rows)
+        part = probs[rows]
 
 
 class StopCheck:
