@@ -132,6 +132,25 @@ def test_decoder_hands_freed_slabs_back_to_the_system_and_only_then(tiny_llama, 
     assert len(calls) < len(steps) / 2
 
 
+def test_chat_once_gives_chats_replies_and_keeps_no_cache_entries(tiny_llama):
+    """Conversations no later prompt continues (summaries, the LLM user's answers) go through
+    hf's stream as last turns: the same greedy replies as ``chat``, and nothing stored."""
+    from irtk.generation import chat_once
+
+    params = SamplingParams(max_tokens=8, temperature=0.0)
+    convs = [[SYSTEM, {"role": "user", "content": q}] for q in ASKS]
+    kept = get_backend("hf", tiny_llama, dtype="float32", batch_size=2)
+    want = kept.chat(convs, params)
+    assert len(kept.kv_store) == len(convs)
+    once = get_backend("hf", tiny_llama, dtype="float32", batch_size=2)
+    got = chat_once(once, convs, params)
+    assert [g.text for g in got] == [g.text for g in want]
+    assert [g.completion_tokens for g in got] == [g.completion_tokens for g in want]
+    assert len(once.kv_store) == 0 and once.kv_store.bytes == 0
+    lockstep = get_backend("hf", tiny_llama, dtype="float32", lockstep=True)  # no stream: chat
+    assert [g.text for g in chat_once(lockstep, convs, params)] == [g.text for g in want]
+
+
 def test_hf_kv_store_stays_within_its_budget(tiny_llama):
     params = SamplingParams(max_tokens=6, temperature=0.0)
     plain = get_backend("hf", tiny_llama, prefix_cache=False, lockstep=True, dtype="float32")

@@ -54,8 +54,9 @@ class Reply:
 def llm_replies(backend: Any, params: SamplingParams, conversations: list,
                 fallback: Callable[[int], str]) -> tuple[list[Reply], int]:
     """One batched chat call as ``Reply`` records; an empty completion k becomes ``fallback(k)``.
-    Returns the replies and how many fell back."""
-    pairs, empty = chat_or_template(backend, conversations, params, fallback)
+    Returns the replies and how many fell back. No later prompt continues these conversations
+    (``chat_once``: an hf backend keeps no key/values of them)."""
+    pairs, empty = chat_or_template(backend, conversations, params, fallback, once=True)
     return [Reply(text, g.prompt_tokens, g.completion_tokens) for text, g in pairs], empty
 
 

@@ -139,14 +139,35 @@ def degenerate(text: str, *, min_words: int = 16, max_distinct: float = 0.25) ->
     return len(words) >= min_words and len(set(words)) < max_distinct * len(words)
 
 
+def chat_once(backend: Any, conversations: Sequence[Conversation], params: SamplingParams) -> list[Generation]:
+    """``backend.chat`` for conversations that no later prompt continues (the simulated user's
+    answers, summaries). Where the backend streams (hf's ``open_stream``) they are submitted as
+    last turns, so their key/values are not kept in its prefix cache: there they would only
+    hold memory until evicted, beside the dialogues waiting between turns (in a long
+    ``simulate`` run the store filled its whole budget with summaries)."""
+    open_stream = getattr(backend, "open_stream", None)
+    stream = open_stream(params) if open_stream is not None else None
+    if stream is None:
+        return backend.chat(list(conversations), params)
+    for k, conversation in enumerate(conversations):
+        stream.submit(k, conversation, last=True)
+    out: list[Any] = [None] * len(conversations)
+    for finished in stream:
+        for k, generation in finished:
+            out[k] = generation
+    return out
+
+
 def chat_or_template(backend: Any, conversations: Sequence, params: SamplingParams,
-                     fallback: Callable[[int], str]) -> tuple[list[tuple[str, Generation]], int]:
+                     fallback: Callable[[int], str], *, once: bool = False) -> tuple[list[tuple[str, Generation]], int]:
     """One batched chat call; the stripped text of each completion, or ``fallback(k)`` where
     completion k is empty or degenerate (a small model sometimes answers with nothing at all, or
     with one short phrase repeated to the token limit). Returns (text, generation) pairs and how
-    many fell back. Graph rendering, the simulated LLM user and the summary agent all use it."""
+    many fell back. Graph rendering, the simulated LLM user and the summary agent all use it
+    (``once``: no later prompt continues these conversations, ``chat_once``)."""
     pairs, empty = [], 0
-    for k, g in enumerate(backend.chat(list(conversations), params)):
+    generations = chat_once(backend, conversations, params) if once else backend.chat(list(conversations), params)
+    for k, g in enumerate(generations):
         text = (g.text or "").strip()
         if not text or degenerate(text):
             empty += 1
