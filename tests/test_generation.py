@@ -151,6 +151,29 @@ def test_chat_once_gives_chats_replies_and_keeps_no_cache_entries(tiny_llama):
     assert [g.text for g in chat_once(lockstep, convs, params)] == [g.text for g in want]
 
 
+def test_stream_rows_may_bring_their_own_sampling_parameters(tiny_llama):
+    """A stream samples each row by its own parameters (a dialogue's greedy, longer summary
+    beside sampled questions): its greedy rows are ``chat``'s greedy replies, each row stops at
+    its own ``max_tokens``, and a repetition penalty a stream did not open with is refused."""
+    greedy = SamplingParams(max_tokens=12, temperature=0.0)
+    sampled = SamplingParams(max_tokens=3, temperature=0.9, top_p=0.9, seed=3)
+    convs = [[SYSTEM, {"role": "user", "content": q}] for q in [*ASKS, "and the mountains?"]]
+    backend = get_backend("hf", tiny_llama, dtype="float32", batch_size=4)
+    want = backend.chat(convs, greedy)
+    backend.kv_store.clear()
+    stream = backend.open_stream(sampled)
+    for k, c in enumerate(convs):
+        stream.submit(("sampled", k), c, last=True)
+        stream.submit(("greedy", k), c, last=True, params=greedy)
+    got = dict(pair for finished in stream for pair in finished)
+    assert [got["greedy", k].text for k in range(len(convs))] == [w.text for w in want]
+    assert [got["greedy", k].completion_tokens for k in range(len(convs))] == [w.completion_tokens for w in want]
+    assert max(w.completion_tokens for w in want) > 3
+    assert all(got["sampled", k].completion_tokens <= 3 for k in range(len(convs)))
+    with pytest.raises(ValueError, match="repetition penalty"):
+        stream.submit("penalised", convs[0], params=SamplingParams(repetition_penalty=1.2))
+
+
 def test_hf_kv_store_stays_within_its_budget(tiny_llama):
     params = SamplingParams(max_tokens=6, temperature=0.0)
     plain = get_backend("hf", tiny_llama, prefix_cache=False, lockstep=True, dtype="float32")

@@ -237,8 +237,12 @@ def test_turn_cache_and_continuous_batching_change_no_dialogue(tmp_path, tiny_ll
     served = []  # cache entries later prompts started from
     consumed = cached._consumed
     monkeypatch.setattr(cached, "_consumed", lambda hit: (served.append(hit[1]), consumed(hit)))
-    want = play_hf(tmp_path, rows, plain, tiny_llama, batch_size=len(rows))
-    got = play_hf(tmp_path, rows, cached, tiny_llama, batch_size=4)  # 6 dialogues through 4 slots
+    want = play_hf(tmp_path, rows, plain, tiny_llama, batch_size=len(rows), summary_max_tokens=14)
+    # The summaries join the policy's stream (greedy, longer than a question), not a call of their own.
+    from irtk.dialogue.summary import LLMSummarizer
+
+    monkeypatch.setattr(LLMSummarizer, "summarize", lambda *_: pytest.fail("summaries not streamed"))
+    got = play_hf(tmp_path, rows, cached, tiny_llama, batch_size=4, summary_max_tokens=14)  # 6 dialogues, 4 slots
     assert [d["id"] for d in got] == [r["id"] for r in rows]
     for w, g in zip(want, got, strict=True):
         assert g["turns"] == w["turns"] and g["summary"] == w["summary"]

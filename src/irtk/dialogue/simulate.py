@@ -12,8 +12,9 @@ the template user, each dialogue moves on by itself: its question is judged and 
 as it is written, and its next question joins the backend's running batch at once. Otherwise they
 advance together, one turn per step — one policy call for every live dialogue's next question,
 one gate pass, one user call. A dialogue that ends leaves at once and the next waiting
-trajectory takes its place; ended dialogues get their summaries that many at a time, in one
-summary call. Output rows keep the input order.
+trajectory takes its place; an ended dialogue's summary joins the same running batch (a summary
+agent on the policy's backend; else ended dialogues get their summaries that many at a time, in
+one summary call). Output rows keep the input order.
 """
 
 from __future__ import annotations
@@ -163,11 +164,16 @@ def apply_moves(live: Sequence[Episode], turns: Sequence[int], moves: Sequence[A
 def summarize(episodes: Sequence[Episode], parts: _Parts) -> None:
     """Write every episode's summary query: one summary-agent call for all of them."""
     for e, reply in zip(episodes, parts.summarizer.summarize(episodes), strict=True):
-        e.summary = reply.text
-        e.tokens_in += reply.prompt_tokens
-        e.tokens_out += reply.completion_tokens
+        write_summary(e, reply, parts)
+
+
+def write_summary(e: Episode, reply: Any, parts: _Parts) -> None:
+    """The summary agent's ``reply`` becomes ``e``'s query; the policy forgets the episode."""
+    e.summary = reply.text
+    e.tokens_in += reply.prompt_tokens
+    e.tokens_out += reply.completion_tokens
     if hasattr(parts.policy, "forget"):
-        parts.policy.forget(episodes)
+        parts.policy.forget([e])
 
 
 class _Outbox:
@@ -190,7 +196,12 @@ class _Outbox:
         return not e.done
 
     def end(self, episodes: Iterable[Episode]) -> None:
+        """Episodes that ended, to be summarised here (``release``)."""
         self.ended.extend((self.order.pop(id(e)), e) for e in episodes)
+
+    def summarised(self, e: Episode) -> None:
+        """An episode that ended and has its summary already (written in the stream)."""
+        self.ready[self.order.pop(id(e))] = e
 
     def release(self, *, last: bool) -> Iterator[Episode]:
         """Summarise full chunks of ended episodes (every one when ``last``: nothing else will
@@ -213,8 +224,9 @@ def play(episodes: Iterable[Episode], parts: _Parts, max_turns: int, slots: int)
     Where the policy's backend streams (``ModelPolicy.open_stream``: hf) and the user answers
     without a model, each episode moves on by itself: its turn is judged and answered as soon as
     its question is written, and its next question joins the backend's running batch at once
-    (``_play_streaming``). Else every live episode plays one turn per step, one policy call for
-    all of them (``_play_in_turns``)."""
+    (``_play_streaming``); where the summary agent writes with that backend, an ended
+    episode's summary joins the batch too. Else every live episode plays one turn per step, one
+    policy call for all of them (``_play_in_turns``)."""
     open_stream = getattr(parts.policy, "open_stream", None)
     stream = open_stream() if open_stream is not None and getattr(parts.user, "backend", None) is None else None
     if stream is None:
@@ -251,10 +263,30 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
     out = _Outbox(parts, slots, max_turns)
     playing = 0
     conversation = parts.policy.conversation
+    summarizer = parts.summarizer
+    # Summaries join the stream (no pause of the dialogues' turns, no second batch in memory)
+    # where the summary agent writes with the policy's backend.
+    streams_summaries = (hasattr(summarizer, "conversation")
+                         and getattr(summarizer, "backend", None) is getattr(parts.policy, "backend", None))
 
     def submit(e: Episode) -> None:
         # A last turn's key/values are not kept for a next one.
         stream.submit(e, conversation(e), last=len(e.turns) + 1 >= max_turns)
+
+    def end(ended: list[Episode]) -> None:
+        if not streams_summaries:
+            out.end(ended)
+            return
+        for e in ended:
+            prompt = summarizer.conversation(e)
+            if prompt is None:
+                summarised(e, None)
+            else:
+                stream.submit(_SummaryOf(e), prompt, last=True, params=summarizer.params)
+
+    def summarised(e: Episode, generation: Any) -> None:
+        write_summary(e, summarizer.reply(e, generation), parts)
+        out.summarised(e)
 
     def fill() -> None:
         nonlocal playing
@@ -266,21 +298,35 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
                 submit(e)
                 playing += 1
             else:
-                out.end([e])
+                end([e])
 
     fill()
     for finished in stream:
-        live = [e for e, _ in finished]
-        apply_moves(live, [len(e.turns) + 1 for e in live], parts.policy.moves([g for _, g in finished]),
-                    parts, max_turns)
+        turns = []
+        for key, g in finished:
+            if isinstance(key, _SummaryOf):
+                summarised(key.episode, g)
+            else:
+                turns.append((key, g))
+        live = [e for e, _ in turns]
+        if live:
+            apply_moves(live, [len(e.turns) + 1 for e in live], parts.policy.moves([g for _, g in turns]),
+                        parts, max_turns)
         for e in live:
             if not e.done:
                 submit(e)
-        out.end(e for e in live if e.done)
+        end([e for e in live if e.done])
         playing -= sum(e.done for e in live)
         fill()
         yield from out.release(last=False)
     yield from out.release(last=True)
+
+
+@dataclass(frozen=True, eq=False)
+class _SummaryOf:
+    """A stream key: the summary of ``episode`` (its other keys are episodes, for their turns)."""
+
+    episode: Episode
 
 
 def simulate_batch(episodes: list[Episode], parts: _Parts, max_turns: int) -> None:

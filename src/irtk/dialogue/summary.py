@@ -3,9 +3,10 @@
 Exchanges the user called irrelevant or redundant are dropped before the agent sees the
 dialogue (the paper's summary agent drops them; doing it here makes it hold for any model).
 
-- ``llm`` (default): a backend writes the query, one batched call for every dialogue; a
-  dialogue with nothing kept is its request as it stands, and an empty or degenerate reply (a
-  loop) falls back to the template (counted).
+- ``llm`` (default): a backend writes the query, one batched call for every dialogue (or, in
+  ``simulate`` with the policy's backend, each dialogue's summary joins the backend's running
+  stream as soon as the dialogue ends); a dialogue with nothing kept is its request as it
+  stands, and an empty or degenerate reply (a loop) falls back to the template (counted).
 - ``template``: the request followed by the user's kept answers — deterministic, for tests and
   baselines.
 """
@@ -17,8 +18,8 @@ from typing import Any
 
 from irtk.dialogue import prompts
 from irtk.dialogue.episode import Episode
-from irtk.dialogue.user import BackendAgent, Reply, llm_replies
-from irtk.generation import SamplingParams
+from irtk.dialogue.user import BackendAgent, Reply
+from irtk.generation import Conversation, Generation, SamplingParams, chat_once, usable_text
 from irtk.registry import Registry
 
 # Factories take ``backend`` and ``params`` (keyword) and use what they need.
@@ -49,23 +50,37 @@ class LLMSummarizer(BackendAgent):
     name = "llm"
     option = "--summary llm"
 
+    def conversation(self, episode: Episode) -> Conversation | None:
+        """The summary agent's prompt for ``episode``; None where nothing was kept (the query is
+        the request as it stands, no call needed)."""
+        kept = episode.kept_exchanges()
+        if not kept:
+            return None
+        return [
+            {"role": "system", "content": prompts.SUMMARY_SYSTEM},
+            {"role": "user", "content": prompts.SUMMARY_REQUEST.format(
+                query=episode.query, exchanges=prompts.format_exchanges(kept))},
+        ]
+
+    def reply(self, episode: Episode, generation: Generation | None) -> Reply:
+        """The summary from the agent's ``generation`` for ``episode`` (None: nothing was kept,
+        the request as it stands); an empty or degenerate one falls back to the template
+        (counted)."""
+        if generation is None:
+            return Reply(episode.query)
+        text = usable_text(generation)
+        if text is None:
+            self.fallbacks += 1
+            text = template_summary(episode.query, episode.kept_exchanges())
+        return Reply(text, generation.prompt_tokens, generation.completion_tokens)
+
     def summarize(self, episodes: Sequence[Episode]) -> list[Reply]:
-        replies: list[Reply | None] = [None if e.kept_exchanges() else Reply(e.query) for e in episodes]
-        todo = [i for i, r in enumerate(replies) if r is None]
-        if todo:
-            conversations = [[
-                {"role": "system", "content": prompts.SUMMARY_SYSTEM},
-                {"role": "user", "content": prompts.SUMMARY_REQUEST.format(
-                    query=episodes[i].query,
-                    exchanges=prompts.format_exchanges(episodes[i].kept_exchanges()))},
-            ] for i in todo]
-            generated, empty = llm_replies(
-                self.backend, self.params, conversations,
-                lambda k: template_summary(episodes[todo[k]].query, episodes[todo[k]].kept_exchanges()))
-            self.fallbacks += empty
-            for i, reply in zip(todo, generated, strict=True):
-                replies[i] = reply
-        return replies  # type: ignore[return-value]
+        """One batched call for every episode that needs one (``simulate`` streams them instead
+        where the policy's backend is this agent's: ``conversation`` and ``reply``)."""
+        prompted = {i: c for i, e in enumerate(episodes) if (c := self.conversation(e)) is not None}
+        generations = chat_once(self.backend, list(prompted.values()), self.params) if prompted else []
+        got = dict(zip(prompted, generations, strict=True))
+        return [self.reply(e, got.get(i)) for i, e in enumerate(episodes)]
 
 
 def make_summarizer(name: str, *, backend: Any = None, params: SamplingParams | None = None) -> Any:

@@ -161,16 +161,23 @@ def chat_once(backend: Any, conversations: Sequence[Conversation], params: Sampl
 def chat_or_template(backend: Any, conversations: Sequence, params: SamplingParams,
                      fallback: Callable[[int], str], *, once: bool = False) -> tuple[list[tuple[str, Generation]], int]:
     """One batched chat call; the stripped text of each completion, or ``fallback(k)`` where
-    completion k is empty or degenerate (a small model sometimes answers with nothing at all, or
-    with one short phrase repeated to the token limit). Returns (text, generation) pairs and how
+    completion k is empty or degenerate (``usable_text``). Returns (text, generation) pairs and how
     many fell back. Graph rendering, the simulated LLM user and the summary agent all use it
     (``once``: no later prompt continues these conversations, ``chat_once``)."""
     pairs, empty = [], 0
     generations = chat_once(backend, conversations, params) if once else backend.chat(list(conversations), params)
     for k, g in enumerate(generations):
-        text = (g.text or "").strip()
-        if not text or degenerate(text):
+        text = usable_text(g)
+        if text is None:
             empty += 1
             text = fallback(k)
         pairs.append((text, g))
     return pairs, empty
+
+
+def usable_text(generation: Generation) -> str | None:
+    """A completion's stripped text, or None where it is empty or degenerate (a small model
+    sometimes answers with nothing at all, or with one short phrase repeated to the token
+    limit): its caller falls back to a template."""
+    text = (generation.text or "").strip()
+    return None if not text or degenerate(text) else text

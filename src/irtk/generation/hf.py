@@ -336,7 +336,7 @@ class HFBackend:
             del hits  # the decoder's only: a row's cache entry can go once the row is pre-filled
             while decoder.next_finished() is not None:
                 pass
-            return [self._generation(*decoder.pop(rows[i]), params) for i in range(len(ids))]
+            return [self._generation(*decoder.pop(rows[i])) for i in range(len(ids))]
         if params.seed is not None:
             torch.manual_seed(params.seed)
         outs = [None] * len(ids)
@@ -499,7 +499,10 @@ class _Decoder:
     about a third of its row-steps were useful.)
     Tokens are ``generate``'s: the same logits processors (transformers' own), positions from
     the attention mask, and greedy decoding in fp32 gives its tokens (tested). Sampling draws
-    from its own generator, seeded with ``params.seed``."""
+    from its own generator, seeded with ``params.seed``. A row may bring its own parameters
+    (``add``'s ``params``: a stream decodes a dialogue's summary, greedy and longer, beside its
+    questions); rows are sampled in groups of equal parameters, and the generator and the
+    seed stay the decoder's."""
 
     def __init__(self, backend: HFBackend, params: SamplingParams) -> None:
         import torch
@@ -511,13 +514,16 @@ class _Decoder:
         self.hits: dict[int, tuple[KVEntry | None, int]] = {}
         self.gens: dict[int, list[int]] = {}
         self.logprobs: dict[int, list[float] | None] = {}
+        self.row_params: dict[int, SamplingParams] = {}
         self.last: set[int] = set()  # rows no later prompt will continue: not stored
         self.added = 0
         self.waiting: deque[int] = deque()
         self.batch: _Batch | None = None
-        self.processors = _logits_processors(params)
+        # Only a repetition penalty looks back at the tokens so far: only then are they kept.
+        self.history = params.repetition_penalty != 1.0
+        self.rules: dict[SamplingParams, tuple[Any, StopCheck | None]] = {}  # processors, stop check
+        self.max_tokens = params.max_tokens  # the most any row may write: room kept in a slab
         self.eos = backend._eos
-        self.stop = StopCheck(backend.tokenizer, params.stop) if params.stop else None
         self.generator = None
         if params.seed is not None:
             self.generator = torch.Generator(device=backend.device).manual_seed(params.seed)
@@ -525,21 +531,44 @@ class _Decoder:
         # few steps, so not for every single row.
         self.admit_at = max(1, backend.batch_size // 8)
 
-    def add(self, x: list[int], hit: tuple[KVEntry | None, int], *, last: bool = False) -> int:
+    def add(self, x: list[int], hit: tuple[KVEntry | None, int], *, last: bool = False,
+            params: SamplingParams | None = None) -> int:
         """Queue prompt ``x`` (its cached prefix ``hit``; ``last``: no later prompt continues it,
-        so its key/values are not stored); returns its row number."""
+        so its key/values are not stored; ``params``: its own, default the decoder's); returns
+        its row number."""
+        params = params or self.params
+        if params.repetition_penalty != 1.0 and not self.history:
+            raise ValueError("a row with a repetition penalty needs a decoder opened with one "
+                             "(the tokens so far are not kept)")
         row, self.added = self.added, self.added + 1
-        self.ids[row], self.hits[row], self.gens[row] = x, hit, []
+        self.ids[row], self.hits[row], self.gens[row], self.row_params[row] = x, hit, [], params
         if last:
             self.last.add(row)
-        self.logprobs[row] = [] if self.params.logprobs else None
+        self.logprobs[row] = [] if params.logprobs else None
+        self.max_tokens = max(self.max_tokens, params.max_tokens)
         self.waiting.append(row)
         return row
 
-    def pop(self, row: int) -> tuple[list[int], tuple[KVEntry | None, int], list[int], list[float] | None]:
-        """A finished row's prompt, cache hit, generated tokens and log-probs, forgotten here."""
+    def pop(self, row: int) -> tuple[list[int], tuple[KVEntry | None, int], list[int], list[float] | None,
+                                     SamplingParams]:
+        """A finished row's prompt, cache hit, generated tokens, log-probs and parameters
+        (``HFBackend._generation``'s arguments), forgotten here."""
         self.last.discard(row)
-        return self.ids.pop(row), self.hits.pop(row), self.gens.pop(row), self.logprobs.pop(row)
+        return (self.ids.pop(row), self.hits.pop(row), self.gens.pop(row), self.logprobs.pop(row),
+                self.row_params.pop(row))
+
+    def _rule(self, params: SamplingParams) -> tuple[Any, StopCheck | None]:
+        """The logits processors and stop check of ``params``, made once."""
+        if params not in self.rules:
+            stop = StopCheck(self.backend.tokenizer, params.stop) if params.stop else None
+            self.rules[params] = (_logits_processors(params), stop)
+        return self.rules[params]
+
+    def _choose(self, params: SamplingParams, history: Any, logits: Any) -> Any:
+        """The next token of rows sampled with ``params`` (``logits``: theirs)."""
+        processors, _ = self._rule(params)
+        scores = processors(history, logits) if processors else logits
+        return scores.argmax(-1) if params.greedy else sample(scores, params.top_p, self.generator)
 
     def _can_admit(self, free: int) -> bool:
         return bool(self.waiting) and free >= min(self.admit_at, len(self.waiting))
@@ -569,7 +598,7 @@ class _Decoder:
         batch after it ([] when none), None when nothing is left to decode."""
         import torch
 
-        backend, params, batch = self.backend, self.params, self.batch
+        backend, batch = self.backend, self.batch
         room = backend.batch_size - (len(batch.rows) if batch else 0)
         if self._can_admit(room):
             take = [self.waiting.popleft() for _ in range(min(room, len(self.waiting)))]
@@ -581,22 +610,33 @@ class _Decoder:
             stepped, logits = batch, batch.step(backend.lm, backend._cache_kwarg)
         else:
             return None
-        scores = self.processors(stepped.history, logits) if self.processors else logits
-        nxt = scores.argmax(-1) if params.greedy else sample(scores, params.top_p, self.generator)
+        params = [self.row_params[row] for row in stepped.rows]
+        groups: dict[SamplingParams, list[int]] = {}
+        for b, p in enumerate(params):
+            groups.setdefault(p, []).append(b)
+        if len(groups) == 1:
+            nxt = self._choose(params[0], stepped.history, logits)
+        else:  # rows with parameters of their own: each group sampled by its rule
+            nxt = torch.empty(len(params), dtype=torch.long, device=logits.device)
+            for p, group in groups.items():
+                index = torch.tensor(group, device=logits.device)
+                nxt[index] = self._choose(p, None if stepped.history is None else stepped.history[index],
+                                          logits[index])
         chosen = torch.log_softmax(logits, -1).gather(-1, nxt[:, None]).squeeze(-1).tolist() \
-            if params.logprobs else None
+            if any(p.logprobs for p in groups) else None
         for b, (row, t) in enumerate(zip(stepped.rows, nxt.tolist(), strict=True)):
             if stepped.done[b]:
                 continue  # ended, not cut yet: its tokens are ignored
             gen = self.gens[row]
             gen.append(t)
-            if chosen is not None:
+            if self.logprobs[row] is not None:
                 self.logprobs[row].append(chosen[b])
-            stepped.done[b] = (t in self.eos or len(gen) >= params.max_tokens
-                               or (self.stop is not None and self.stop(gen)))
+            stop = self._rule(params[b])[1]
+            stepped.done[b] = (t in self.eos or len(gen) >= params[b].max_tokens
+                               or (stop is not None and stop(gen)))
         stepped.advance(nxt)
         if stepped is not batch:
-            batch = stepped if batch is None else batch.merge(stepped, params.max_tokens, backend.batch_size)
+            batch = stepped if batch is None else batch.merge(stepped, self.max_tokens, backend.batch_size)
         self.batch = batch
         # Rows leave as soon as they end (a cut copies only the rows that change slots): a
         # stream's caller is waiting for them to submit the dialogue's next turn.
@@ -617,13 +657,13 @@ class _Decoder:
         hits = [self.hits[i] for i in rows]
         input_ids, mask, width = backend._layout([self.ids[i] for i in rows], hits)
         # Room for the whole call: the cached prefix, the pre-fill and every token to generate.
-        cache = backend._batch_cache(hits, width, input_ids.shape[1] + self.params.max_tokens)
+        cache = backend._batch_cache(hits, width, input_ids.shape[1] + max(self.row_params[i].max_tokens for i in rows))
         for row, hit in zip(rows, hits, strict=True):
             backend._consumed(hit)
             self.hits[row] = (None, hit[1])  # in the batch now: the entry may go
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         batch = _Batch(rows=list(rows), cache=cache, mask=mask, feed=input_ids[:, width:],
-                       positions=positions[:, width:], history=input_ids if self.processors else None,
+                       positions=positions[:, width:], history=input_ids if self.history else None,
                        pad=backend.tokenizer.pad_token_id)
         return batch, batch.step(backend.lm, backend._cache_kwarg)
 
@@ -643,15 +683,18 @@ class ChatStream:
         self._decoder = _Decoder(backend, params)
         self._keys: dict[int, Any] = {}
 
-    def submit(self, key: Any, conversation: Conversation, *, last: bool = False) -> None:
+    def submit(self, key: Any, conversation: Conversation, *, last: bool = False,
+               params: SamplingParams | None = None) -> None:
         """Queue ``conversation`` under ``key`` (``last``: no later conversation continues this
-        one — a dialogue's last turn — so its key/values are not kept for one)."""
+        one — a dialogue's last turn — so its key/values are not kept for one; ``params``: its
+        own sampling parameters, default the stream's; the stream's generator draws, and a
+        repetition penalty needs a stream opened with one)."""
         x = self.backend._tokens(conversation)
-        self._keys[self._decoder.add(x, self.backend._hit(x), last=last)] = key
+        self._keys[self._decoder.add(x, self.backend._hit(x), last=last, params=params)] = key
 
     def __iter__(self) -> Iterator[list[tuple[Any, Generation]]]:
         while (finished := self._decoder.next_finished()) is not None:
-            yield [(self._keys.pop(row), self.backend._generation(*self._decoder.pop(row), self.params))
+            yield [(self._keys.pop(row), self.backend._generation(*self._decoder.pop(row)))
                    for row in finished]
 
 
