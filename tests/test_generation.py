@@ -132,6 +132,23 @@ def test_decoder_hands_freed_slabs_back_to_the_system_and_only_then(tiny_llama, 
     assert len(calls) < len(steps) / 2
 
 
+def test_freed_memory_goes_back_once_the_process_has_grown(monkeypatch):
+    from irtk import device
+
+    trims, mib = [], 1 << 20
+    monkeypatch.setattr(device, "_malloc_trim", lambda: trims.append)
+    sizes = iter([150 * mib, 200 * mib, 120 * mib, 150 * mib])  # RSS read at each look
+    monkeypatch.setattr(device, "_rss_bytes", lambda: next(sizes))
+    monkeypatch.setitem(device._TRIMMED, "rss", 100 * mib)
+    device.release_freed_memory("cpu")  # 50 MiB more than after the last trim: kept
+    assert trims == []
+    device.release_freed_memory("cpu")  # 100 MiB more: trimmed, down to 120
+    assert trims == [0] and device._TRIMMED["rss"] == 120 * mib
+    device.release_freed_memory("cpu")  # 30 MiB over the new floor
+    device.release_freed_memory("cuda:0")  # not the CPU's allocator: not even a look
+    assert trims == [0] and next(sizes, None) is None
+
+
 def test_chat_once_gives_chats_replies_and_keeps_no_cache_entries(tiny_llama):
     """Conversations no later prompt continues (summaries, the LLM user's answers) go through
     hf's stream as last turns: the same greedy replies as ``chat``, and nothing stored."""

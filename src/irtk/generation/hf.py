@@ -580,10 +580,11 @@ class _Decoder:
 
         with torch.inference_mode(), self.backend._generating():
             while True:
-                slab = self._slab()
+                slab, waiting = self._slab(), len(self.waiting)
                 finished = self._step()
-                if slab is not None and self._slab() is not slab:
-                    # A slab was rebuilt or the batch ended: hand the old one's memory back.
+                if len(self.waiting) < waiting or (slab is not None and self._slab() is not slab):
+                    # Rows were pre-filled (their slab merged and freed), a slab was rebuilt or
+                    # the batch ended: memory freed in large blocks goes back where it piles up.
                     del slab
                     release_freed_memory(self.backend.device)
                 if finished is None or finished:
