@@ -132,6 +132,25 @@ def test_decoder_hands_freed_slabs_back_to_the_system_and_only_then(tiny_llama, 
     assert len(calls) < len(steps) / 2
 
 
+def test_large_blocks_are_mapped_once_per_process_unless_the_user_chose(monkeypatch, tiny_llama):
+    """The hf backend on a CPU sets glibc's mmap threshold once (4 MiB), not for other devices,
+    and not where ``MALLOC_MMAP_THRESHOLD_`` says what the user wants."""
+    from irtk import device
+
+    calls = []
+    monkeypatch.setattr(device, "_libc", lambda name: (lambda *a: calls.append((name, *a))))
+    monkeypatch.setitem(device._MAPPED, "done", False)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    device.map_large_blocks("cpu")
+    assert calls == [] and not device._MAPPED["done"]
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    device.map_large_blocks("cuda:0")
+    assert calls == []
+    get_backend("hf", tiny_llama, batch_size=2, dtype="float32")
+    get_backend("hf", tiny_llama, batch_size=2, dtype="float32")
+    assert calls == [("mallopt", device._M_MMAP_THRESHOLD, 4 << 20)]
+
+
 def test_freed_memory_goes_back_once_the_process_has_grown(monkeypatch):
     from irtk import device
 
@@ -189,6 +208,29 @@ def test_stream_rows_may_bring_their_own_sampling_parameters(tiny_llama):
     assert all(got["sampled", k].completion_tokens <= 3 for k in range(len(convs)))
     with pytest.raises(ValueError, match="repetition penalty"):
         stream.submit("penalised", convs[0], params=SamplingParams(repetition_penalty=1.2))
+
+
+def test_forget_drops_only_the_entry_a_conversation_continues(tiny_llama):
+    """``forget(conversation)``: the stored turn that ``conversation`` continues leaves the store
+    (nothing will continue it); other conversations' entries stay."""
+    params = SamplingParams(max_tokens=6, temperature=0.0)
+    convs = [[SYSTEM, {"role": "user", "content": q}] for q in ASKS]
+    backend = get_backend("hf", tiny_llama, dtype="float32", batch_size=2)
+    backend.chat(convs, params)
+    assert len(backend.kv_store) == len(convs)
+    kept = {id(e) for e in backend.kv_store._entries.values()}
+    # (A question as the clarifier's turns are kept; the random model writes blank lines.)
+    ended = [*convs[0], {"role": "assistant", "content": "Which region?"}, {"role": "user", "content": "Europe."}]
+    backend.forget(ended)
+    assert len(backend.kv_store) == len(convs) - 1
+    assert {id(e) for e in backend.kv_store._entries.values()} < kept
+    for c in convs[1:]:  # the others still start from their own entries
+        entry, n = backend._hit(backend._tokens(c))
+        assert id(entry) in kept and n == len(backend._tokens(c)) - 1
+    backend.forget([SYSTEM, {"role": "user", "content": "something else entirely"}])
+    assert len(backend.kv_store) == len(convs) - 1
+    backend.forget(convs[1])  # a dialogue whose turn stopped: the turn's prompt is the dialogue
+    assert len(backend.kv_store) == len(convs) - 2
 
 
 def test_hf_kv_store_stays_within_its_budget(tiny_llama):

@@ -72,6 +72,28 @@ def release_freed_memory(device: Any) -> None:
         _TRIMMED["rss"] = _rss_bytes()
 
 
+def map_large_blocks(device: Any) -> None:
+    """On a CPU with glibc, blocks of ``MMAP_THRESHOLD_BYTES`` or more get mappings of their own,
+    returned to the system as soon as they are freed (``mallopt(M_MMAP_THRESHOLD)``), unless the
+    user set ``MALLOC_MMAP_THRESHOLD_``; elsewhere nothing. Once per process. glibc raises its
+    threshold to the size of every mapped block freed (up to 32 MiB), so after the first
+    key/value slab of a decoding stream is freed, later slabs and the rows pre-filled to join
+    come from the heap, where blocks of ever-changing sizes keep it large. Measured on 128
+    dialogues of ``simulate`` (``bench/simulate.py``'s trajectories, one process each): peak RSS
+    3.45 GiB with glibc's rule, 3.02 GiB with a 4 MiB threshold, in 386 and 373 s."""
+    import os
+
+    if str(device).split(":")[0] != "cpu" or _MAPPED["done"] or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    _MAPPED["done"] = True
+    mallopt = _libc("mallopt")
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+MMAP_THRESHOLD_BYTES = 4 << 20
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_MAPPED = {"done": False}
 TRIM_AFTER_BYTES = 64 << 20
 _TRIMMED = {"rss": 0}  # the process's RSS after the last trim
 
@@ -88,12 +110,17 @@ def _page_size() -> int:
     return os.sysconf("SC_PAGE_SIZE")
 
 
-@functools.cache
 def _malloc_trim() -> Any:
+    return _libc("malloc_trim")
+
+
+@functools.cache
+def _libc(name: str) -> Any:
+    """glibc's function ``name``, None where the C library has none (musl, macOS, Windows)."""
     import ctypes
     import ctypes.util
 
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
         return None

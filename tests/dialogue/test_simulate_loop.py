@@ -251,6 +251,28 @@ def test_turn_cache_and_continuous_batching_change_no_dialogue(tmp_path, tiny_ll
     assert len(cached.kv_store) == 0  # last turns are not stored, and the others were consumed
 
 
+def test_dialogues_that_end_early_leave_no_key_values_behind(tmp_path, tiny_llama, monkeypatch):
+    """A dialogue that stops before ``max_turns`` had its last turn stored for a next one: the
+    policy drops it as the dialogue ends (streamed and turn by turn), so the store holds only
+    dialogues still playing."""
+    from irtk.dialogue import policies
+    from irtk.generation import get_backend
+
+    calls = iter(range(10_000))
+    monkeypatch.setattr(policies, "is_stop", lambda text: next(calls) % 3 == 1)  # some stop at turn 2
+    rows = [{**r, "id": f"{r['id']}-{i}"} for i in range(3) for r in TRAJECTORIES]
+    for backend in (get_backend("hf", tiny_llama, dtype="float32"),  # streamed
+                    get_backend("hf", tiny_llama, dtype="float32", call_size=4)):
+        ended = []
+        forget = backend.forget
+        monkeypatch.setattr(backend, "forget",
+                            lambda c, f=forget, seen=ended, b=backend: (seen.append(len(b.kv_store)), f(c)))
+        got = play_hf(tmp_path, rows, backend, tiny_llama, batch_size=4, max_turns=4, allow_stop=True)
+        assert any(d["stopped_early"] for d in got) and any(len(d["turns"]) == 4 for d in got)
+        assert any(n > 0 for n in ended)  # entries were there to drop
+        assert len(backend.kv_store) == 0 and backend.kv_store.bytes == 0
+
+
 @pytest.mark.slow
 def test_turn_cache_changes_no_dialogue_of_the_embedded_model(tmp_path):
     from irtk.generation import get_backend

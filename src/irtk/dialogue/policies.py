@@ -167,6 +167,14 @@ class ModelPolicy:
         params = self.params if self.params.seed is None else replace(self.params, seed=self.params.seed + first)
         return self.moves(self.backend.chat([self.conversation(e) for e in episodes], params))
 
+    def forget(self, episodes: Sequence[Episode]) -> None:
+        """Ended ``episodes`` will ask nothing more: a backend that keeps their conversations'
+        key/values for a next turn (``HFBackend.forget``) drops them."""
+        forget = getattr(self.backend, "forget", None)
+        if forget is not None:
+            for e in episodes:
+                forget(self.conversation(e))
+
     def open_stream(self) -> Any | None:
         """The backend's stream of turns (``HFBackend.open_stream``: each dialogue's next question
         decoded as soon as its last turn ends), or None where the backend has none."""

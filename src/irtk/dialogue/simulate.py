@@ -168,12 +168,18 @@ def summarize(episodes: Sequence[Episode], parts: _Parts) -> None:
 
 
 def write_summary(e: Episode, reply: Any, parts: _Parts) -> None:
-    """The summary agent's ``reply`` becomes ``e``'s query; the policy forgets the episode."""
+    """The summary agent's ``reply`` becomes ``e``'s query."""
     e.summary = reply.text
     e.tokens_in += reply.prompt_tokens
     e.tokens_out += reply.completion_tokens
+
+
+def forget(episodes: Sequence[Episode], parts: _Parts) -> None:
+    """Ended ``episodes`` ask nothing more: the policy drops what it keeps for them (random
+    state; a model policy's backend, their stored key/values) as they end, not after their
+    summaries."""
     if hasattr(parts.policy, "forget"):
-        parts.policy.forget([e])
+        parts.policy.forget(episodes)
 
 
 class _Outbox:
@@ -197,6 +203,8 @@ class _Outbox:
 
     def end(self, episodes: Iterable[Episode]) -> None:
         """Episodes that ended, to be summarised here (``release``)."""
+        episodes = list(episodes)
+        forget(episodes, self.parts)
         self.ended.extend((self.order.pop(id(e)), e) for e in episodes)
 
     def summarised(self, e: Episode) -> None:
@@ -277,6 +285,7 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
         if not streams_summaries:
             out.end(ended)
             return
+        forget(ended, parts)
         for e in ended:
             prompt = summarizer.conversation(e)
             if prompt is None:

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from irtk.device import pick_device, pick_dtype, release_freed_memory
+from irtk.device import map_large_blocks, pick_device, pick_dtype, release_freed_memory
 from irtk.errors import ModelError
 from irtk.generation import Conversation, Generation, SamplingParams, continues
 
@@ -292,6 +292,7 @@ class HFBackend:
         self.cacheable = has_plain_kv_cache(self.lm)
         self.prefix_cache = prefix_cache and self.cacheable
         self.lockstep = lockstep
+        map_large_blocks(self.device)  # slabs come and go in changing sizes: not on the heap
         kind = str(self.device).split(":")[0]
         self.kv_store = KVStore(cache_bytes if cache_bytes is not None else
                                 AUTO_CACHE_BYTES.get(kind, AUTO_CACHE_BYTES["cuda"]))
@@ -353,6 +354,20 @@ class HFBackend:
         """Conversations decoded as they come (``ChatStream``), where this backend runs its own
         loop (a plain key/value cache, not ``lockstep``); else None (callers use ``chat``)."""
         return ChatStream(self, params) if self.own_loop else None
+
+    def forget(self, conversation: Conversation) -> None:
+        """Nothing will continue ``conversation`` (a dialogue that ended before its last turn):
+        the stored entry it continues (or is: the prompt of a turn that stopped) leaves the
+        store now, instead of holding memory until the byte budget pushes it out (with
+        ``--allow-stop`` many dialogues end before ``--max-turns``, their last turn stored)."""
+        import numpy as np
+
+        if self.prefix_cache and len(self.kv_store):
+            # The whole conversation counts (``_hit`` keeps its last token to feed): a dialogue
+            # that stopped is its stored turn's prompt, its STOP turn not part of it.
+            entry, n = self.kv_store.longest_prefix(np.asarray(self._tokens(conversation), dtype=np.int64))
+            if entry is not None and n >= entry.prompt_len:
+                self.kv_store.discard(entry)
 
     def _generating(self) -> contextlib.AbstractContextManager:
         """The context every forward of ``chat`` and of a stream runs in (a subclass around a
