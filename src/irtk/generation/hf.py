@@ -69,12 +69,13 @@ def pack_linears(lm: Any, rows: int) -> int:
     costs more than the product (SmolLM2's 576x1536 projection at 18 rows: 0.086 ms, packed
     0.051; its 49k-token head 2.8 ms, packed 1.6; the same values; a whole decode step 1.08x
     faster at 32 rows, 1.42x at one). The packed copy replaces a layer's own weight, so the
-    model holds each weight once (SmolLM2-135M: 214 MiB less); a weight tied to another module
-    (SmolLM2's head, its embedding's) stays. Pre-fills go through the packed copy too: against
-    ``linear``, 0.6-1.1x its time from 160 to 4,000 tokens, 1.3x at 16,000 (a stream's
-    first 32 rows). For a model that only runs forward: the packed layers' weights are no parameters
-    any more (not trained, not in ``state_dict``). Other models, devices and dtypes, or a
-    torch without oneDNN bf16: nothing changes."""
+    model holds each weight once (SmolLM2-135M's backend: 1.12 GB resident after loading, 1.33
+    with both copies); a weight tied to another module (SmolLM2's head, its embedding's)
+    stays. Pre-fills go through the packed copy too: against ``linear``, 0.6-1.1x its time
+    from 160 to 4,000 tokens, 1.3x at 16,000 (a stream's first 32 rows). For a model that only
+    runs forward: the packed layers' weights are no parameters any more (not trained, not in
+    ``state_dict``). Other models, devices and dtypes, or a torch without oneDNN bf16: nothing
+    changes."""
     import collections
 
     import torch
