@@ -155,7 +155,7 @@ def test_freed_memory_goes_back_once_the_process_has_grown(monkeypatch):
     from irtk import device
 
     trims, mib = [], 1 << 20
-    monkeypatch.setattr(device, "_malloc_trim", lambda: trims.append)
+    monkeypatch.setattr(device, "_libc", {"malloc_trim": trims.append}.get)
     sizes = iter([150 * mib, 200 * mib, 120 * mib, 150 * mib])  # RSS read at each look
     monkeypatch.setattr(device, "_rss_bytes", lambda: next(sizes))
     monkeypatch.setitem(device._TRIMMED, "rss", 100 * mib)

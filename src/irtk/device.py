@@ -51,6 +51,11 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def device_kind(device: Any) -> str:
+    """``device``'s kind without its index ("cuda:1" -> "cuda")."""
+    return str(device).split(":")[0]
+
+
 def release_freed_memory(device: Any) -> None:
     """On a CPU with glibc, hand memory freed since the last call back to the system
     (``malloc_trim``) once the process has grown by ``TRIM_AFTER_BYTES`` since then; elsewhere
@@ -61,9 +66,9 @@ def release_freed_memory(device: Any) -> None:
     keeps it rare (a trim costs ~10 ms, and memory handed back is paged in again when reused):
     on 32 dialogues, 128 trims took 1.4 s of a 100 s run, and runs with and without trimming
     took the same time within the machine's noise."""
-    if str(device).split(":")[0] != "cpu":
+    if device_kind(device) != "cpu":
         return
-    trim = _malloc_trim()
+    trim = _libc("malloc_trim")
     if trim is None:
         return
     now = _rss_bytes()
@@ -83,7 +88,7 @@ def map_large_blocks(device: Any) -> None:
     3.45 GiB with glibc's rule, 3.02 GiB with a 4 MiB threshold, in 386 and 373 s."""
     import os
 
-    if str(device).split(":")[0] != "cpu" or _MAPPED["done"] or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    if device_kind(device) != "cpu" or _MAPPED["done"] or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return
     _MAPPED["done"] = True
     mallopt = _libc("mallopt")
@@ -108,10 +113,6 @@ def _page_size() -> int:
     import os
 
     return os.sysconf("SC_PAGE_SIZE")
-
-
-def _malloc_trim() -> Any:
-    return _libc("malloc_trim")
 
 
 @functools.cache

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from irtk.device import map_large_blocks, pick_device, pick_dtype, release_freed_memory
+from irtk.device import device_kind, map_large_blocks, pick_device, pick_dtype, release_freed_memory
 from irtk.errors import ModelError
 from irtk.generation import Conversation, Generation, SamplingParams, continues
 
@@ -112,7 +112,7 @@ AUTO_CACHE_BYTES = {"cpu": 1 << 30, "cuda": 4 << 30}
 
 def auto_batch_size(device: str) -> int:
     """The default micro-batch for ``device`` (also what ``simulate`` plays at once by default)."""
-    return AUTO_BATCH.get(str(device).split(":")[0], AUTO_BATCH["cuda"])
+    return AUTO_BATCH.get(device_kind(device), AUTO_BATCH["cuda"])
 
 
 @dataclass(eq=False)
@@ -298,9 +298,8 @@ class HFBackend:
         self.prefix_cache = prefix_cache and self.cacheable
         self.lockstep = lockstep
         map_large_blocks(self.device)  # slabs come and go in changing sizes: not on the heap
-        kind = str(self.device).split(":")[0]
         self.kv_store = KVStore(cache_bytes if cache_bytes is not None else
-                                AUTO_CACHE_BYTES.get(kind, AUTO_CACHE_BYTES["cuda"]))
+                                AUTO_CACHE_BYTES.get(device_kind(self.device), AUTO_CACHE_BYTES["cuda"]))
         # transformers 5.x renamed ``past_key_values`` to ``cache``; older releases know only the former.
         params = inspect.signature(self.lm.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
