@@ -151,6 +151,23 @@ def test_large_blocks_are_mapped_once_per_process_unless_the_user_chose(monkeypa
     assert [c for c in calls if c[0] == "mallopt"] == [("mallopt", device._M_MMAP_THRESHOLD, 4 << 20)]
 
 
+def test_kernel_caches_are_bounded_unless_the_user_chose(monkeypatch, tiny_llama):
+    """The CLI and the hf backend keep oneDNN's and ideep's kernel caches to 16 entries, unless
+    the environment already says how many the user wants."""
+    from irtk import device
+    from irtk.cli.main import run
+
+    names = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    get_backend("hf", tiny_llama, batch_size=2, dtype="float32")
+    assert [os.environ[n] for n in names] == [str(device.KERNEL_CACHE_ENTRIES)] * 2 == ["16", "16"]
+    monkeypatch.delenv("LRU_CACHE_CAPACITY")
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4")
+    assert run(["--version"]) == 0
+    assert [os.environ[n] for n in names] == ["4", "16"]
+
+
 def test_freed_memory_goes_back_once_the_process_has_grown(monkeypatch):
     from irtk import device
 

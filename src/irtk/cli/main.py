@@ -16,6 +16,7 @@ import typer
 
 from irtk import __version__
 from irtk.cli import runtime
+from irtk.device import bound_kernel_caches
 
 # Each module defines ``register(app)``; a command is listed only once it works.
 COMMAND_MODULES = [
@@ -89,6 +90,7 @@ def run(argv: list[str] | None = None) -> int:
 
     runtime.reset()  # -q/-v of an earlier call in this process must not leak into this one
     _quiet_libraries(sys.argv[1:] if argv is None else argv)
+    bound_kernel_caches()
 
     command = typer.main.get_command(build_app())
     if os.environ.get("_IRTK_COMPLETE"):  # a completion request from `irtk completion`'s script

@@ -37,7 +37,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from irtk.device import device_kind, map_large_blocks, pick_device, pick_dtype, release_freed_memory
+from irtk.device import (
+    bound_kernel_caches,
+    device_kind,
+    map_large_blocks,
+    pick_device,
+    pick_dtype,
+    release_freed_memory,
+)
 from irtk.errors import ModelError
 from irtk.generation import Conversation, Generation, SamplingParams, continues
 
@@ -280,6 +287,7 @@ class HFBackend:
                  dtype: str | None = None, prefix_cache: bool = True, cache_bytes: int | None = None,
                  lockstep: bool = False, call_size: int | None = None, pack_weights: bool = True,
                  **_: Any) -> None:
+        bound_kernel_caches()  # before the model's first kernel: read once
         lm, tokenizer, device = load_causal_lm(model, device, dtype)
         self._attach(model, lm, tokenizer, device, batch_size=batch_size, prefix_cache=prefix_cache,
                      cache_bytes=cache_bytes, lockstep=lockstep, call_size=call_size)
