@@ -221,8 +221,10 @@ def main() -> None:
         worker(args)
         return
 
+    from irtk.device import bound_kernel_caches
     from irtk.models import resolve
 
+    bound_kernel_caches()  # as the CLI does when it starts
     modes = args.modes.split(",")
     model_path = resolve("smollm2-135m-instruct")
     rows = trajectories(args.dialogues)
