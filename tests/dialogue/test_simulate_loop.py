@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -225,6 +226,23 @@ def play_hf(tmp_path, rows, backend, model, **config):
     with ResumableOutput(out) as writer:
         run_simulate(cfg, RecordReader(src, record_type=SIMULATE_INPUT, batch_size=2), writer, parts=parts)
     return read_rows(out)
+
+
+def test_streamed_runs_keep_only_the_batch_and_its_successors_in_flight(tiny_llama):
+    """Where the policy's turns are streamed (hf, template user), a run plays the batch plus the
+    rows it frees before waiting ones join (``stream_size``); turn by turn (an LLM user), twice
+    the batch per call (``call_size``); a ``call_size`` the user gives sets both."""
+    from irtk.generation import get_backend
+
+    backend = get_backend("hf", tiny_llama, dtype="float32", batch_size=16)
+    assert (backend.stream_size, backend.call_size) == (18, 32)
+    cfg = SimulateConfig(policy="model", backend="hf", model=tiny_llama, summary="llm", tau_rel=0.2, tau_rep=0.8)
+    streamed = _Parts(cfg, backends={tiny_llama: backend})
+    assert streamed.streams and streamed.slots() == 18
+    in_turns = _Parts(replace(cfg, user="llm"), backends={tiny_llama: backend})
+    assert not in_turns.streams and in_turns.slots() == 32
+    assert get_backend("hf", tiny_llama, dtype="float32", batch_size=16, call_size=5).stream_size == 5
+    assert get_backend("hf", tiny_llama, dtype="float32", batch_size=16, lockstep=True).stream_size == 16
 
 
 def test_turn_cache_and_continuous_batching_change_no_dialogue(tmp_path, tiny_llama, monkeypatch):

@@ -61,8 +61,8 @@ class SimulateConfig:
     summary_max_tokens: int = setting(160, "Tokens of the summary query (--summary llm).")
     seed: int = setting(0, "Random seed.")
     batch_size: int | None = setting(None, "The backend's batch (hf: rows per forward; default 32 on a CPU). "
-                                     "Dialogues advance together, one backend call per turn, as many as "
-                                     "the backend asks per call (hf: twice its batch).")
+                                     "As many dialogues play at once as the backend asks (hf: its batch "
+                                     "and 1/8 more where turns are streamed, else twice its batch).")
     limit: int | None = setting(None, "Simulate at most N dialogues.")
     skip_ids: frozenset[str] = setting(help="Dialogue ids already done (resume bookkeeping; not recorded).",
                                        factory=frozenset)

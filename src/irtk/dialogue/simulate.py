@@ -6,8 +6,9 @@ every turn is scored with the same reward code the trainers use (``rewards``); a
 turn the summary agent writes the fine-grained query (``summary``). One output row per
 trajectory: its input columns plus the DIALOGUE fields.
 
-Batching (continuous, over dialogues): as many dialogues as the backend asks per call
-(``_Parts.slots``; hf: twice its batch) are in play at once. On a backend that streams (hf) with
+Batching (continuous, over dialogues): as many dialogues as the backend asks (``_Parts.slots``;
+hf: its batch and the rows it frees before waiting ones join where turns are streamed, twice its
+batch per call otherwise) are in play at once. On a backend that streams (hf) with
 the template user, each dialogue moves on by itself: its question is judged and answered as soon
 as it is written, and its next question joins the backend's running batch at once. Otherwise they
 advance together, one turn per step — one policy call for every live dialogue's next question,
@@ -99,12 +100,21 @@ class _Parts:
                                                 batch_size=c.batch_size, seed=c.seed, **c.backend_args)
         return self._backends[model]
 
+    @property
+    def streams(self) -> bool:
+        """Whether ``play`` streams the policy's turns: its backend has a stream
+        (``ModelPolicy.open_stream``) and the user answers without a model."""
+        backend = getattr(self.policy, "backend", None)
+        return (hasattr(self.policy, "open_stream") and hasattr(backend, "open_stream")
+                and getattr(self.user, "backend", None) is None)
+
     def slots(self) -> int:
-        """Dialogues to play at once: what the run's backends ask per call (the smallest
-        ``call_size``, else ``batch_size``; both follow ``--batch-size``), else ``--batch-size``,
-        else ``DEFAULT_SLOTS``."""
-        sizes = [getattr(b, "call_size", None) or b.batch_size for b in self._backends.values()
-                 if getattr(b, "batch_size", None)]
+        """Dialogues to play at once: what the run's backends ask (the smallest: the policy's
+        ``stream_size`` where its turns are streamed, else ``call_size``, else ``batch_size``;
+        all follow ``--batch-size``), else ``--batch-size``, else ``DEFAULT_SLOTS``."""
+        streamed = getattr(self.policy, "backend", None) if self.streams else None
+        sizes = [(b is streamed and getattr(b, "stream_size", None)) or getattr(b, "call_size", None)
+                 or b.batch_size for b in self._backends.values() if getattr(b, "batch_size", None)]
         return min(sizes, default=self.config.batch_size or DEFAULT_SLOTS)
 
 
@@ -235,8 +245,7 @@ def play(episodes: Iterable[Episode], parts: _Parts, max_turns: int, slots: int)
     (``_play_streaming``); where the summary agent writes with that backend, an ended
     episode's summary joins the batch too. Else every live episode plays one turn per step, one
     policy call for all of them (``_play_in_turns``)."""
-    open_stream = getattr(parts.policy, "open_stream", None)
-    stream = open_stream() if open_stream is not None and getattr(parts.user, "backend", None) is None else None
+    stream = parts.policy.open_stream() if parts.streams else None
     if stream is None:
         return _play_in_turns(episodes, parts, max_turns, slots)
     return _play_streaming(stream, episodes, parts, max_turns, slots)
