@@ -158,8 +158,9 @@ def test_kernel_caches_are_bounded_unless_the_user_chose(monkeypatch, tiny_llama
     from irtk.cli.main import run
 
     names = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
-    for name in names:
-        monkeypatch.delenv(name, raising=False)
+    for name in names:  # set, then deleted: the test's end restores what was there before
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     get_backend("hf", tiny_llama, batch_size=2, dtype="float32")
     assert [os.environ[n] for n in names] == [str(device.KERNEL_CACHE_ENTRIES)] * 2 == ["16", "16"]
     monkeypatch.delenv("LRU_CACHE_CAPACITY")
