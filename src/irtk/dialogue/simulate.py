@@ -102,8 +102,10 @@ class _Parts:
 
     @property
     def streams(self) -> bool:
-        """Whether ``play`` streams the policy's turns: its backend has a stream
-        (``ModelPolicy.open_stream``) and the user answers without a model."""
+        """Whether ``play`` asks for a stream of the policy's turns: its backend has one
+        (``ModelPolicy.open_stream``) and the user answers without a model. The backend may
+        still decline (hf in ``lockstep`` opens none; its ``stream_size`` is then its
+        ``call_size``), and ``play`` then goes turn by turn."""
         backend = getattr(self.policy, "backend", None)
         return (hasattr(self.policy, "open_stream") and hasattr(backend, "open_stream")
                 and getattr(self.user, "backend", None) is None)
