@@ -678,6 +678,36 @@ def test_sampling_draws_from_the_top_p_warpers_distribution(top_p, scale):
     assert (seen - want).abs().max().item() < 0.01  # binomial sd at p=0.5, n=40k: 0.0025
 
 
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_sampling_inverts_across_blocks_and_never_draws_a_token_of_probability_zero(top_p):
+    """The two-level inversion over a vocabulary of several blocks, not a multiple of one, with
+    a whole block and the tail at probability 0 (as top-k leaves them): draws follow the
+    distribution and never land on a token of probability 0, even at uniforms of 0 and 1."""
+    import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from irtk.generation import hf
+
+    vocab = 3 * hf.SAMPLE_BLOCK - 60
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(1, vocab, generator=gen) * 2
+    scores[0, :40] = -float("inf")
+    scores[0, hf.SAMPLE_BLOCK:2 * hf.SAMPLE_BLOCK] = -float("inf")
+    scores[0, -150:] = -float("inf")
+    cut = TopPLogitsWarper(top_p)(None, scores.clone()) if top_p < 1 else scores
+    want = torch.softmax(cut, dim=-1)[0]
+    draws = hf.sample(scores.expand(60_000, -1).contiguous(), top_p, torch.Generator().manual_seed(1))
+    seen = torch.bincount(draws, minlength=vocab).double() / len(draws)
+    assert set(draws.tolist()) <= set(torch.nonzero(want).squeeze(-1).tolist())
+    assert (seen - want).abs().max().item() < 0.006
+    probs = torch.softmax(scores, -1)
+    tiles = torch.nn.functional.pad(probs, (0, 60)).view(1, 3, hf.SAMPLE_BLOCK)
+    cdf = tiles.sum(-1).double().cumsum(-1)
+    edges = hf._invert(tiles, cdf, torch.zeros(2, dtype=torch.long), torch.tensor([[0.0], [1.0]], dtype=torch.float64))
+    assert probs[0, edges].gt(0).all()
+    assert edges.tolist() == [int(torch.nonzero(probs[0]).min()), int(torch.nonzero(probs[0]).max())]
+
+
 def test_auto_backend_is_vllm_where_it_is_installed(monkeypatch):
     import importlib.util
 
