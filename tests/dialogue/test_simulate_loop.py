@@ -245,6 +245,37 @@ def test_streamed_runs_keep_only_the_batch_and_its_successors_in_flight(tiny_lla
     assert get_backend("hf", tiny_llama, dtype="float32", batch_size=16, lockstep=True).stream_size == 16
 
 
+def test_a_summary_in_the_stream_holds_its_episodes_slot(tmp_path, tiny_llama, monkeypatch):
+    """Summaries written in the stream count against the slots until they are written: the
+    stream never holds more rows (turns and summaries, waiting or decoding) than there are
+    slots, and every dialogue still gets its summary."""
+    from irtk.generation import get_backend
+    from irtk.generation.hf import ChatStream
+
+    rows = [{**r, "id": f"{r['id']}-{i}"} for i in range(4) for r in TRAJECTORIES]
+    outstanding, peak, summaries = [0], [0], [0]
+    submit, iterate = ChatStream.submit, ChatStream.__iter__
+
+    def counted_submit(self, key, conversation, **kw):  # noqa: ANN001, ANN202
+        outstanding[0] += 1
+        peak[0] = max(peak[0], outstanding[0])
+        summaries[0] += type(key).__name__ == "_SummaryOf"
+        return submit(self, key, conversation, **kw)
+
+    def counted_iter(self):  # noqa: ANN001, ANN202
+        for finished in iterate(self):
+            outstanding[0] -= len(finished)
+            yield finished
+
+    monkeypatch.setattr(ChatStream, "submit", counted_submit)
+    monkeypatch.setattr(ChatStream, "__iter__", counted_iter)
+    backend = get_backend("hf", tiny_llama, dtype="float32", batch_size=2)
+    got = play_hf(tmp_path, rows, backend, tiny_llama, batch_size=3, tau_rel=0.0, tau_rep=1.0)
+    assert [d["id"] for d in got] == [r["id"] for r in rows]
+    assert summaries[0] == len(rows) and all(d["summary"] for d in got)
+    assert peak[0] == 3 and outstanding[0] == 0
+
+
 def test_turn_cache_and_continuous_batching_change_no_dialogue(tmp_path, tiny_llama, monkeypatch):
     """Greedy fp32: the cached, continuously batched loop plays the uncached lockstep dialogues."""
     from irtk.generation import get_backend

@@ -280,6 +280,11 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
                     slots: int) -> Iterator[Episode]:
     waiting = iter(episodes)
     out = _Outbox(parts, slots, max_turns)
+    # Episodes holding a slot: from joining until their summary is written where it is written
+    # in the stream, else until their dialogue ends. A summary waiting in the stream holds its
+    # slot, so the stream holds ``slots`` rows: counted as free, waiting summaries piled up
+    # behind the turns (34 rows waiting beside a batch of 32 on the example trajectories),
+    # and each dialogue turn waiting among them held its stored key/values.
     playing = 0
     conversation = parts.policy.conversation
     summarizer = parts.summarizer
@@ -293,8 +298,10 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
         stream.submit(e, conversation(e), last=len(e.turns) + 1 >= max_turns)
 
     def end(ended: list[Episode]) -> None:
+        nonlocal playing
         if not streams_summaries:
             out.end(ended)
+            playing -= len(ended)
             return
         forget(ended, parts)
         for e in ended:
@@ -305,8 +312,10 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
                 stream.submit(_SummaryOf(e), prompt, last=True, params=summarizer.params)
 
     def summarised(e: Episode, generation: Any) -> None:
+        nonlocal playing
         write_summary(e, summarizer.reply(e, generation), parts)
         out.summarised(e)
+        playing -= 1
 
     def fill() -> None:
         nonlocal playing
@@ -314,9 +323,9 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
             e = next(waiting, None)
             if e is None:
                 return
+            playing += 1
             if out.join(e):
                 submit(e)
-                playing += 1
             else:
                 end([e])
 
@@ -336,7 +345,6 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
             if not e.done:
                 submit(e)
         end([e for e in live if e.done])
-        playing -= sum(e.done for e in live)
         fill()
         yield from out.release(last=False)
     yield from out.release(last=True)
