@@ -71,6 +71,8 @@ class Counting:
         self.backend, self.prompt, self.cached, self.completion = backend, 0, 0, 0
         self.batch_size = getattr(backend, "batch_size", None)
         self.call_size = getattr(backend, "call_size", None)
+        # What a streamed run keeps in flight (``_Parts.slots`` asks the policy's backend).
+        self.stream_size = getattr(backend, "stream_size", None)
         if not (stream and hasattr(backend, "open_stream")):
             self.open_stream = None
 

@@ -819,6 +819,46 @@ def test_slab_rows_leave_and_join_in_place_and_rebuild_only_without_room():
     assert (layer.keys[:, :, 6:] == step).all()
 
 
+@pytest.mark.parametrize("cached, fed", [(1, 2), (4, 3)])
+def test_rows_prefilled_on_spare_slab_rows_join_without_a_copy(cached, fed):
+    """``spare``: joining rows are pre-filled straight into a running slab's spare rows, ending
+    where its rows end, so ``concat`` takes them in as they are — shorter ones left-padded with
+    zeros, longer ones padding the running rows — with no new slab; without spare rows or room
+    in front there is none."""
+    import torch
+
+    from irtk.generation.hf import _slab_layer_class
+
+    torch.manual_seed(0)
+    heads, dim = 2, 3
+    layer = _slab_layer_class()(capacity=12, row_capacity=4)
+    k, v = torch.randn(2, heads, 5, dim), torch.randn(2, heads, 5, dim)
+    layer.allocate(2, k, v, filled=0, start=4, width=16)
+    layer.update(k, v)
+    layer.slab_keys[2:].fill_(float("nan"))  # what spare rows may hold: never read
+    layer.slab_values[2:].fill_(float("nan"))
+    slab = layer.slab_keys
+    joining = layer.spare(2, cached, fed)
+    kc, vc = torch.randn(2, heads, cached, dim), torch.randn(2, heads, cached, dim)
+    joining.keys.copy_(kc)
+    joining.values.copy_(vc)
+    kf, vf = torch.randn(2, heads, fed, dim), torch.randn(2, heads, fed, dim)
+    joining.update(kf, vf)  # the pre-fill's forward
+    layer.concat(joining, capacity=99)
+    width = max(5, cached + fed)
+    assert layer.slab_keys is slab and layer.rows == 4 and layer.length == width
+    for mine, theirs_cached, theirs_fed, got in ((k, kc, kf, layer.keys), (v, vc, vf, layer.values)):
+        theirs = torch.cat([theirs_cached, theirs_fed], 2)
+        pad = lambda x: torch.cat([torch.zeros(2, heads, width - x.shape[2], dim), x], 2)  # noqa: E731
+        torch.testing.assert_close(got, torch.cat([pad(mine), pad(theirs)]))
+    assert layer.spare(1, 0, 1) is None  # no spare rows left
+    assert _slab_layer_class()(capacity=4).spare(1, 0, 1) is None  # nothing allocated
+    roomy = _slab_layer_class()(capacity=12, row_capacity=4)
+    roomy.allocate(1, k, v, filled=0, start=1, width=16)
+    roomy.update(k[:1], v[:1])  # its rows end at position 6
+    assert roomy.spare(1, 4, 3) is None and roomy.spare(1, 3, 3) is not None
+
+
 def test_hf_rows_join_the_batch_as_others_end(peaked_llama):
     """Continuous batching within a call: 7 conversations through 2 rows, rows ending at different
     steps (stop strings) and waiting ones pre-filled into the running batch, over two turns with
@@ -899,6 +939,42 @@ def test_hf_stream_rows_submitted_mid_stream_join_the_running_batch(peaked_llama
     # pre-filled from it, and those next turns were submitted as last ones.
     (entry,) = streamed.kv_store._entries.values()
     assert entry.prompt_len == got[3].prompt_tokens
+
+
+def test_hf_stream_rows_shorter_than_the_running_ones_are_prefilled_in_its_slab(peaked_llama, monkeypatch):
+    """A row joining a stream's batch whose rows are longer is pre-filled straight into the
+    running slab's spare rows (``SlabLayer.spare``) and joins without a copy or a new slab;
+    greedy fp32 still gives every row the tokens and log-probs of ``generate`` alone."""
+    from irtk.generation.hf import _slab_layer_class
+
+    slab = _slab_layer_class()
+    spared, rebuilt = [], []
+    spare, rebuild = slab.spare, slab._rebuild
+    monkeypatch.setattr(slab, "spare", lambda self, *a: (spared.append(spare(self, *a)), spared[-1])[1])
+    monkeypatch.setattr(slab, "_rebuild", lambda self, *a: (rebuilt.append(1), rebuild(self, *a))[1])
+    short = SamplingParams(max_tokens=3, temperature=0.0, logprobs=True)
+    long = SamplingParams(max_tokens=16, temperature=0.0, logprobs=True)
+    plain = get_backend("hf", peaked_llama, prefix_cache=False, lockstep=True, dtype="float32", batch_size=1)
+    streamed = get_backend("hf", peaked_llama, dtype="float32", batch_size=2)
+    first = [SYSTEM, {"role": "user", "content": "the long history of mountain passes and the trade they carried"}]
+    shorts = [[SYSTEM, {"role": "user", "content": w}] for w in ("rivers", "why", "tides")]
+    stream = streamed.open_stream(short)
+    stream.submit("long", first, params=long)
+    stream.submit(0, shorts[0])
+    got, queued = {}, 1
+    for finished in stream:
+        for key, g in finished:
+            got[key] = g
+            if key != "long" and queued < len(shorts):  # the long row decodes on: a short one joins it
+                stream.submit(queued, shorts[queued])
+                queued += 1
+    assert any(layer is not None for layer in spared) and not rebuilt
+    want = {"long": plain.chat([first], long)[0], **dict(enumerate(plain.chat(shorts, short)))}
+    assert sorted(got, key=str) == sorted(want, key=str)
+    for key, p in want.items():
+        g = got[key]
+        assert (g.text, g.completion_tokens, g.finish_reason) == (p.text, p.completion_tokens, p.finish_reason)
+        assert g.logprobs == pytest.approx(p.logprobs, abs=1e-4)
 
 
 def test_hf_stream_is_none_where_the_backend_runs_generate(tiny_llama):

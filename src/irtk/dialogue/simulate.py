@@ -14,8 +14,9 @@ as it is written, and its next question joins the backend's running batch at onc
 advance together, one turn per step — one policy call for every live dialogue's next question,
 one gate pass, one user call. A dialogue that ends leaves at once and the next waiting
 trajectory takes its place; an ended dialogue's summary joins the same running batch (a summary
-agent on the policy's backend; else ended dialogues get their summaries that many at a time, in
-one summary call). Output rows keep the input order.
+agent on the policy's backend; the dialogue holds its slot until the summary is written), else
+ended dialogues get their summaries that many at a time, in one summary call. Output rows keep
+the input order.
 """
 
 from __future__ import annotations
@@ -245,7 +246,8 @@ def play(episodes: Iterable[Episode], parts: _Parts, max_turns: int, slots: int)
     without a model, each episode moves on by itself: its turn is judged and answered as soon as
     its question is written, and its next question joins the backend's running batch at once
     (``_play_streaming``); where the summary agent writes with that backend, an ended
-    episode's summary joins the batch too. Else every live episode plays one turn per step, one
+    episode's summary joins the batch too, the episode keeping its slot until it is written.
+    Else every live episode plays one turn per step, one
     policy call for all of them (``_play_in_turns``)."""
     stream = parts.policy.open_stream() if parts.streams else None
     if stream is None:

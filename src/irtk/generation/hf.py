@@ -448,16 +448,28 @@ class HFBackend:
             tokens=tok.convert_ids_to_tokens(gen) if params.logprobs else None,
         )
 
-    def _batch_cache(self, hits: list[tuple[KVEntry | None, int]], width: int, capacity: int) -> Any:
-        """A cache of ``capacity`` positions per row (``_slab_cache``) that starts with each row's
-        cached prefix, left-padded to ``width``."""
-        cache = _slab_cache(self.lm.config, capacity)
-        if not width:
+    def _batch_cache(self, hits: list[tuple[KVEntry | None, int]], width: int, capacity: int,
+                     fed: int = 0, beside: Any = None, row_capacity: int = 0) -> Any:
+        """A cache of ``capacity`` positions per row (``_slab_cache``; ``row_capacity``: room for
+        that many rows, and positions in front, for rows joining later) that starts with each
+        row's cached prefix, left-padded to ``width``. With ``beside`` (a running batch's cache)
+        and ``fed`` (the positions the pre-fill adds): on that cache's spare slab rows, ending
+        where its rows end, where it has the rows and the room (``SlabLayer.spare``): joining it
+        then copies nothing, and no second slab is in memory while the pre-fill runs."""
+        cache = _slab_cache(self.lm.config, capacity, row_capacity)
+        spare = [layer.spare(len(hits), width, fed) for layer in beside.layers] if beside is not None else []
+        if spare and all(layer is not None for layer in spare):
+            cache.layers = spare
+        elif not width:
             return cache
-        sample = next(e for e, n in hits if n)
+        sample = next((e for e, n in hits if n), None)
         for index, layer in enumerate(cache.layers):
-            k0, v0 = sample.layers[index]
-            keys, values = layer.allocate(len(hits), k0, v0, width)
+            if layer.is_initialized:
+                keys, values = layer.keys, layer.values
+            else:
+                k0, v0 = sample.layers[index]
+                keys, values = layer.allocate(len(hits), k0, v0, width, start=layer.front,
+                                              width=layer.front + capacity)
             for row, (entry, n) in enumerate(hits):
                 if n:
                     k, v = entry.layers[index]
@@ -700,8 +712,14 @@ class _Decoder:
         backend = self.backend
         hits = [self.hits[i] for i in rows]
         input_ids, mask, width = backend._layout([self.ids[i] for i in rows], hits)
-        # Room for the whole call: the cached prefix, the pre-fill and every token to generate.
-        cache = backend._batch_cache(hits, width, input_ids.shape[1] + max(self.row_params[i].max_tokens for i in rows))
+        # Room for the whole call: the cached prefix, the pre-fill and every token to generate
+        # (unless the rows are pre-filled in the running batch's spare ones).
+        cache = backend._batch_cache(hits, width, input_ids.shape[1] + max(self.row_params[i].max_tokens for i in rows),
+                                     fed=input_ids.shape[1] - width,
+                                     beside=self.batch.cache if self.batch is not None else None,
+                                     # A first batch: room for the rows already waiting to join it.
+                                     row_capacity=0 if self.batch is not None else
+                                     min(backend.batch_size, len(rows) + len(self.waiting)))
         for row, hit in zip(rows, hits, strict=True):
             backend._consumed(hit)
             self.hits[row] = (None, hit[1])  # in the batch now: the entry may go
@@ -927,7 +945,14 @@ def _slab_layer_class() -> type:
             return self.keys, self.values
 
         def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
-            self.allocate(key_states.shape[0], key_states, value_states)
+            front = self.front
+            self.allocate(key_states.shape[0], key_states, value_states, start=front, width=front + self.capacity)
+
+        @property
+        def front(self) -> int:
+            """Positions a slab meant to take rows in later (``row_capacity`` set) keeps free
+            before its filled part: rows that join may be longer than these."""
+            return self.capacity // 8 if self.row_capacity else 0
 
         def _views(self) -> None:
             end = self.start + self.length
@@ -993,13 +1018,42 @@ def _slab_layer_class() -> type:
             self.rows = rows
             self._views()
 
+        def spare(self, rows: int, cached: int, fed: int) -> Any:
+            """A layer on the next ``rows`` spare rows of this slab (a view: it writes here),
+            holding ``cached`` positions now (zeroed, to be filled) and ``cached + fed`` once a
+            forward has fed it, then ending where this layer's rows end: ``concat`` takes its
+            rows in without a copy. None where the slab lacks the rows or the positions in front."""
+            start = self.start + self.length - cached - fed
+            if not self.is_initialized or self.rows + rows > self.slab_keys.shape[0] or start < 0:
+                return None
+            layer = type(self)(self.capacity)
+            layer.device = self.device
+            layer.slab_keys = self.slab_keys[self.rows:self.rows + rows]
+            layer.slab_values = self.slab_values[self.rows:self.rows + rows]
+            # Positions these rows will hold once joined, before their own: padding, finite.
+            low = min(start, self.start)
+            layer.slab_keys[:, :, low:start + cached].zero_()
+            layer.slab_values[:, :, low:start + cached].zero_()
+            layer.is_initialized, layer.rows, layer.start, layer.length = True, rows, start, cached
+            layer._views()
+            return layer
+
         def concat(self, other: Any, capacity: int, row_capacity: int = 0) -> None:
             """``other``'s rows after these, right-aligned at the longer (the shorter side
             left-padded with zeros): in place where the slab has the spare rows and positions,
-            else a new slab of ``row_capacity`` rows and ``capacity`` positions."""
+            else a new slab of ``row_capacity`` rows and ``capacity`` positions. Rows of
+            ``spare`` (already in place, ending where these end) join without a copy."""
             self.row_capacity = max(self.row_capacity, row_capacity)
             rows, extra, length = self.rows, other.rows, max(self.length, other.length)
             start = self.start - (length - self.length)
+            end = self.start + self.length
+            if (rows + extra <= self.slab_keys.shape[0] and other.start + other.length == end
+                    and other.slab_keys.data_ptr() == self.slab_keys[rows].data_ptr()):
+                for slab in (self.slab_keys, self.slab_values):
+                    slab[:rows, :, start:self.start].zero_()
+                self.rows, self.start, self.length = rows + extra, start, length
+                self._views()
+                return
             # Room for the tokens still to come is not needed now: ``update`` makes it.
             if not (rows + extra <= self.slab_keys.shape[0] and start >= 0
                     and start + length < self.slab_keys.shape[2]):
@@ -1039,13 +1093,13 @@ def _slab_layer_class() -> type:
     return SlabLayer
 
 
-def _slab_cache(config: Any, capacity: int) -> Any:
-    """A ``DynamicCache`` whose layers are slab layers of ``capacity`` positions (models with a
-    plain key/value cache only: ``has_plain_kv_cache``)."""
+def _slab_cache(config: Any, capacity: int, row_capacity: int = 0) -> Any:
+    """A ``DynamicCache`` whose layers are slab layers of ``capacity`` positions and room for
+    ``row_capacity`` rows (models with a plain key/value cache only: ``has_plain_kv_cache``)."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=config)
-    cache.layers = [_slab_layer_class()(capacity) for _ in cache.layers]
+    cache.layers = [_slab_layer_class()(capacity, row_capacity) for _ in cache.layers]
     return cache
 
 
