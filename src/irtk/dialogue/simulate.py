@@ -283,10 +283,10 @@ def _play_streaming(stream: Any, episodes: Iterable[Episode], parts: _Parts, max
     waiting = iter(episodes)
     out = _Outbox(parts, slots, max_turns)
     # Episodes holding a slot: from joining until their summary is written where it is written
-    # in the stream, else until their dialogue ends. A summary waiting in the stream holds its
-    # slot, so the stream holds ``slots`` rows: counted as free, waiting summaries piled up
-    # behind the turns (34 rows waiting beside a batch of 32 on the example trajectories),
-    # and each dialogue turn waiting among them held its stored key/values.
+    # in the stream, else until their dialogue ends. A summary in the stream holds its slot, so
+    # the stream never holds more rows than ``slots``: counted as free, each ended dialogue let
+    # one more in while its summary still waited, and every dialogue turn waiting held its
+    # stored key/values.
     playing = 0
     conversation = parts.policy.conversation
     summarizer = parts.summarizer
