@@ -781,6 +781,21 @@ def test_packed_linears_compute_what_linear_does(tiny_llama):
         "hf", tiny_llama, dtype="bfloat16", pack_weights=False).lm.modules())
 
 
+def _filled_slab(rows: int, start: int, heads: int, dim: int):  # noqa: ANN202
+    """A slab layer with room for 4 rows and 16 positions, ``rows`` rows of 5 random positions
+    written from ``start``; the layer and those keys and values."""
+    import torch
+
+    from irtk.generation.hf import _slab_layer_class
+
+    torch.manual_seed(0)
+    layer = _slab_layer_class()(capacity=12, row_capacity=4)
+    k, v = torch.randn(rows, heads, 5, dim), torch.randn(rows, heads, 5, dim)
+    layer.allocate(rows, k, v, filled=0, start=start, width=16)
+    layer.update(k, v)
+    return layer, k, v
+
+
 def test_slab_rows_leave_and_join_in_place_and_rebuild_only_without_room():
     # A stream's batch changes rows every few steps: rows leaving copy only the rows that change
     # slots, rows joining are written into spare ones, left-padded with zeros where shorter; the
@@ -789,12 +804,8 @@ def test_slab_rows_leave_and_join_in_place_and_rebuild_only_without_room():
 
     from irtk.generation.hf import _slab_layer_class
 
-    torch.manual_seed(0)
     heads, dim = 2, 3
-    layer = _slab_layer_class()(capacity=12, row_capacity=4)
-    k, v = torch.randn(3, heads, 5, dim), torch.randn(3, heads, 5, dim)
-    layer.allocate(3, k, v, filled=0, start=2, width=16)
-    layer.update(k, v)
+    layer, k, v = _filled_slab(rows=3, start=2, heads=heads, dim=dim)
     slab = layer.slab_keys
     layer.batch_select_indices(torch.tensor([0, 2]), front=1)  # row 1 leaves, row 2 takes its slot
     assert layer.slab_keys is slab and layer.start == 3 and layer.length == 4
@@ -829,12 +840,8 @@ def test_rows_prefilled_on_spare_slab_rows_join_without_a_copy(cached, fed):
 
     from irtk.generation.hf import _slab_layer_class
 
-    torch.manual_seed(0)
     heads, dim = 2, 3
-    layer = _slab_layer_class()(capacity=12, row_capacity=4)
-    k, v = torch.randn(2, heads, 5, dim), torch.randn(2, heads, 5, dim)
-    layer.allocate(2, k, v, filled=0, start=4, width=16)
-    layer.update(k, v)
+    layer, k, v = _filled_slab(rows=2, start=4, heads=heads, dim=dim)
     layer.slab_keys[2:].fill_(float("nan"))  # what spare rows may hold: never read
     layer.slab_values[2:].fill_(float("nan"))
     slab = layer.slab_keys
