@@ -1046,24 +1046,20 @@ def _slab_layer_class() -> type:
             self.row_capacity = max(self.row_capacity, row_capacity)
             rows, extra, length = self.rows, other.rows, max(self.length, other.length)
             start = self.start - (length - self.length)
-            end = self.start + self.length
-            if (rows + extra <= self.slab_keys.shape[0] and other.start + other.length == end
-                    and other.slab_keys.data_ptr() == self.slab_keys[rows].data_ptr()):
-                for slab in (self.slab_keys, self.slab_values):
-                    slab[:rows, :, start:self.start].zero_()
-                self.rows, self.start, self.length = rows + extra, start, length
-                self._views()
-                return
+            spare_rows = rows + extra <= self.slab_keys.shape[0]
+            # Rows ``spare`` pre-filled in place: already where they join, their padding zeroed.
+            in_place = (spare_rows and other.start + other.length == self.start + self.length
+                        and other.slab_keys.data_ptr() == self.slab_keys[rows].data_ptr())
             # Room for the tokens still to come is not needed now: ``update`` makes it.
-            if not (rows + extra <= self.slab_keys.shape[0] and start >= 0
-                    and start + length < self.slab_keys.shape[2]):
+            if not (in_place or (spare_rows and start >= 0 and start + length < self.slab_keys.shape[2])):
                 self._rebuild([(self.keys, self.values), (other.keys, other.values)], capacity)
                 return
             pad = length - other.length
             for slab, theirs in ((self.slab_keys, other.keys), (self.slab_values, other.values)):
                 slab[:rows, :, start:self.start].zero_()
-                slab[rows:rows + extra, :, start:start + pad].zero_()
-                slab[rows:rows + extra, :, start + pad:start + length] = theirs
+                if not in_place:
+                    slab[rows:rows + extra, :, start:start + pad].zero_()
+                    slab[rows:rows + extra, :, start + pad:start + length] = theirs
             self.rows, self.start, self.length = rows + extra, start, length
             self._views()
 
