@@ -19,6 +19,8 @@ summary, sampling with seed 0):
                (vLLM's automatic prefix caching on; engine start-up not timed);
 - ``unpacked`` ``cached`` without packed weights (``--backend-arg pack_weights=false``: every
                bf16 linear layer reorders its weight at each call, as ``torch.nn.Linear`` does);
+- ``sdpa``     ``cached`` with torch's attention at decode steps too (``--backend-arg
+               decode_kernel=false``), not irtk's kernel (``irtk.generation.attention``);
 - ``cached:N`` ``cached`` with N dialogues in flight (``--backend-arg call_size=N``; the default is
                twice the batch), compared with ``cached`` in the same process.
 
@@ -28,7 +30,7 @@ pre-filled (prompt tokens minus those served from a cache) and peak RSS (sampled
 holds every mode's hf model, so a later mode's figure includes the earlier ones' leftovers;
 vLLM's is its own process's).
 
-    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,turns,uncached,unpacked,vllm,cached:128]
+    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,turns,uncached,unpacked,sdpa,vllm,cached:128]
 """
 
 from __future__ import annotations
@@ -140,6 +142,8 @@ def build_parts(mode: str, config, model_path: str, rewards=None):
         backend = get_backend("hf", model_path, call_size=int(mode.split(":", 1)[1]))
     elif mode == "unpacked":
         backend = get_backend("hf", model_path, pack_weights=False)
+    elif mode == "sdpa":
+        backend = get_backend("hf", model_path, decode_kernel=False)
     else:  # cached, turns
         backend = get_backend("hf", model_path)
     counting = Counting(backend, stream=mode != "turns")
@@ -232,7 +236,7 @@ def main() -> None:
     rows = trajectories(args.dialogues)
     config = config_for(model_path, args.max_turns)
     figures = {m: {"seconds": 0.0, "cpu": 0.0, "prompt": 0, "cached": 0, "completion": 0, "rss": 0} for m in modes}
-    local = [m for m in modes if m in ("cached", "turns", "uncached", "unpacked") or m.startswith("cached:")]
+    local = [m for m in modes if m in ("cached", "turns", "uncached", "unpacked", "sdpa") or m.startswith("cached:")]
     built, rewards = {}, None
     for m in local:
         built[m] = build_parts(m, config, model_path, rewards)
@@ -277,6 +281,7 @@ def main() -> None:
     pairs = [("cached", "uncached", "speed-up cached / uncached"), ("cached", "vllm", "ratio cached hf / vLLM-CPU")]
     pairs += [("cached", "turns", "speed-up cached (streamed) / turns")]
     pairs += [("cached", "unpacked", "speed-up cached (packed weights) / unpacked")]
+    pairs += [("cached", "sdpa", "speed-up cached (decode kernel) / sdpa")]
     pairs += [(m, "cached", f"speed-up {m} / cached") for m in modes if m.startswith("cached:")]
     for mine, other, label in pairs:
         if mine in rate and other in rate:

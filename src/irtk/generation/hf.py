@@ -285,14 +285,16 @@ class HFBackend:
     loop, where finished rows leave the batch (models with a plain key/value cache);
     ``call_size``: conversations a caller sends per call (default: twice ``batch_size``);
     ``pack_weights`` (default on): bf16 linear layers on a CPU with oneDNN compute from weights
-    reordered once into its blocked layout (``pack_linears``)."""
+    reordered once into its blocked layout (``pack_linears``); ``decode_kernel`` (default on):
+    decode steps on a CPU attend through irtk's kernel (``irtk.generation.attention``) where it
+    builds, instead of torch's flash kernel."""
 
     name = "hf"
 
     def __init__(self, model: str, *, batch_size: int | None = None, device: str | None = None,
                  dtype: str | None = None, prefix_cache: bool = True, cache_bytes: int | None = None,
                  lockstep: bool = False, call_size: int | None = None, pack_weights: bool = True,
-                 **_: Any) -> None:
+                 decode_kernel: bool = True, **_: Any) -> None:
         bound_kernel_caches()  # before the model's first kernel: read once
         lm, tokenizer, device = load_causal_lm(model, device, dtype)
         self._attach(model, lm, tokenizer, device, batch_size=batch_size, prefix_cache=prefix_cache,
@@ -300,6 +302,10 @@ class HFBackend:
         if pack_weights:  # this backend's own model: its weights never change
             pack_linears(lm, self.batch_size)
             release_freed_memory(self.device)  # the weights packing replaced
+        if decode_kernel:
+            from irtk.generation import attention
+
+            attention.enable(lm)
 
     def _attach(self, model: str, lm: Any, tokenizer: Any, device: Any, *, batch_size: int | None,
                 prefix_cache: bool, cache_bytes: int | None, lockstep: bool,
