@@ -26,7 +26,8 @@ RATIO = re.compile(r"\d+\.\d+\s*[x×](?![\w-])")  # 1.23x; not "10x input"
 QUICK = {"retrieval.py": ["--n", "20000", "--skip-encoders"], "io.py": ["--rows", "200000"],
          "simulate.py": ["--dialogues", "16"], "expand.py": ["--repeat", "2"], "entropy.py": ["--repeats", "3"],
          "train.py": ["--steps", "4", "--repeats", "1", "--real-steps", "2"],
-         "decode_floor.py": ["--batches", "16,32", "--width", "300"], "sampler.py": ["--rounds", "10"]}
+         "decode_floor.py": ["--batches", "16,32", "--width", "300"], "sampler.py": ["--rounds", "10"],
+         "attention.py": ["--rounds", "10"]}
 SKIP = {"collect.py"}
 
 

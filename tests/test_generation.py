@@ -986,3 +986,68 @@ def test_hf_stream_rows_shorter_than_the_running_ones_are_prefilled_in_its_slab(
 
 def test_hf_stream_is_none_where_the_backend_runs_generate(tiny_llama):
     assert get_backend("hf", tiny_llama, lockstep=True).open_stream(SamplingParams()) is None
+
+
+def _partitions(items: list[int]):  # noqa: ANN202
+    """Every set partition of ``items``."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _partitions(rest):
+        for k in range(len(part)):
+            yield part[:k] + [[first, *part[k]]] + part[k + 1:]
+        yield [[first], *part]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prefill_group_is_the_first_rows_group_in_the_cheapest_split(seed):
+    """Against every way of splitting the rows into pre-fills (a pre-fill costing its fixed
+    tokens plus its longest tail times its rows): the group holding the first row in one of the
+    cheapest splits."""
+    import random
+
+    from irtk.generation.hf import prefill_group
+
+    rng = random.Random(seed)
+    tails = [rng.choice([3, 20, 25, 30, 150, 300, 400]) for _ in range(rng.randint(1, 7))]
+    step = rng.choice([16, 128])
+
+    def cost(split):  # noqa: ANN001, ANN202
+        return sum(step + max(tails[i] for i in g) * len(g) for g in split)
+
+    cheapest = min(cost(p) for p in _partitions(list(range(len(tails)))))
+    group = prefill_group(tails, step)
+    assert 0 in group and group == sorted(set(group))
+    rest = [i for i in range(len(tails)) if i not in group]
+    best_rest = min(cost(p) for p in _partitions(rest)) if rest else 0
+    assert cost([group]) + best_rest == cheapest
+
+
+def test_prefill_group_keeps_short_tails_apart_from_a_long_one():
+    from irtk.generation.hf import prefill_group
+
+    assert prefill_group([25, 30, 300, 20]) == [0, 1, 3]  # the 300 waits for the next pre-fill
+    assert prefill_group([300, 25, 30, 20]) == [0]
+    assert prefill_group([25, 30, 40]) == [0, 1, 2]  # one pre-fill: a second costs more than the padding
+
+
+def test_hf_rows_with_tails_far_apart_are_prefilled_apart_and_write_generates_tokens(peaked_llama, monkeypatch):
+    """A call whose rows have short and long prompts: more than one pre-fill, none padding a short
+    row to a long one, and greedy fp32 still gives each row the tokens of ``generate`` alone."""
+    from irtk.generation import hf
+
+    fed = []
+    real = hf._Decoder._prefill
+    monkeypatch.setattr(hf._Decoder, "_prefill",
+                        lambda self, rows: (fed.append([len(self.ids[r]) for r in rows]), real(self, rows))[1])
+    params = SamplingParams(max_tokens=6, temperature=0.0, logprobs=True)
+    plain = get_backend("hf", peaked_llama, prefix_cache=False, lockstep=True, dtype="float32", batch_size=1)
+    split = get_backend("hf", peaked_llama, dtype="float32", batch_size=8, prefix_cache=False)
+    long = " ".join(["the long history of mountain passes and the trade they carried"] * 30)
+    convs = [[{"role": "user", "content": w}] for w in ("rivers", long, "why", "tides", long + " again")]
+    want, got = plain.chat(convs, params), split.chat(convs, params)
+    assert len(fed) >= 2 and all(max(lengths) < 2 * min(lengths) for lengths in fed)
+    for p, g in zip(want, got, strict=True):
+        assert (g.text, g.completion_tokens) == (p.text, p.completion_tokens)
+        assert g.logprobs == pytest.approx(p.logprobs, abs=1e-4)
