@@ -554,8 +554,9 @@ class HFBackend:
 
 
 # A forward's fixed cost in pre-filled tokens: reading every weight once and the per-layer
-# overhead (SmolLM2-135M in bf16 on 2 cores: ~40 ms, the time of ~110 pre-filled tokens).
-PREFILL_STEP_TOKENS = 128
+# overhead. SmolLM2-135M in bf16 on 2 cores: a decode step at one row ~41 ms, a pre-filled
+# token ~1.1-1.2 ms (``bench/decode_floor.py``), so ~35 tokens.
+PREFILL_STEP_TOKENS = 32
 
 
 def prefill_group(tails: Sequence[int], step_tokens: int = PREFILL_STEP_TOKENS) -> list[int]:
@@ -565,8 +566,8 @@ def prefill_group(tails: Sequence[int], step_tokens: int = PREFILL_STEP_TOKENS) 
     ``step_tokens`` plus its longest tail times its rows (every row is padded to the longest).
     One pre-fill of the lot pads a next turn's answer of 25 tokens to a new dialogue's or a
     summary's 300-token prompt: on 128 dialogues of ``simulate`` (``bench/simulate.py``'s
-    trajectories) the pre-fills fed 48,032 tokens with their padding for ~36,000 to pre-fill,
-    with this choice 39,534 for 36,171."""
+    trajectories) the pre-fills fed 48,032 tokens with their padding for ~36,000 to pre-fill
+    and took 68.8 s; with this choice 38,416 for 36,074, in 55.0 s."""
     order = sorted(range(len(tails)), key=lambda i: tails[i])
     cost = [0] + [None] * len(order)  # cost[j]: the cheapest cut of the shortest j
     start = [0] * (len(order) + 1)  # where the last run of that cut starts
