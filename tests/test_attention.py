@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from irtk.generation import SamplingParams, attention, get_backend
@@ -175,3 +177,20 @@ def test_the_kernel_is_built_once_per_machine(monkeypatch, tmp_path):
     finally:
         attention.library.cache_clear()
 
+
+
+def test_an_unwritable_cache_leaves_attention_to_torch(monkeypatch, tmp_path):
+    """Where the irtk cache cannot hold the build (here a file stands where its folder would be):
+    no kernel and a reason, not an error."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("IRTK_CACHE", str(blocker))
+    attention.library.cache_clear()
+    try:
+        if shutil.which("c++") is None and shutil.which("g++") is None:
+            pytest.skip("no C++ compiler here")
+        assert attention.library() is None
+        assert attention.build_error()
+        assert blocker.read_text() == "not a folder"  # nothing of the user's touched
+    finally:
+        attention.library.cache_clear()

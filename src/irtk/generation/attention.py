@@ -24,6 +24,7 @@ other call (pre-fills, training) is torch's ``sdpa`` as before.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -64,9 +65,9 @@ def library() -> Any | None:
     key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), _cpu_flags()]))
     path = cache_dir() / "kernels" / f"decode_attention-{key.hexdigest()[:16]}.so"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True,
                                   text=True, timeout=300)
             if done.returncode:
@@ -78,7 +79,8 @@ def library() -> Any | None:
             _BUILD["error"] = f"{compiler}: {e}"
             return None
         finally:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # gone (renamed), or its folder never made
+                partial.unlink()
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
@@ -148,15 +150,17 @@ def decode_attention(module: Any, query: Any, key: Any, value: Any, attention_ma
     mask_ptr, mask_stride = (None, 0) if mask is None else (mask.data_ptr(), mask.stride(0) if mask.shape[0] > 1 else 0)
     threads = torch.get_num_threads()
     scores = torch.empty(rows, heads, width, dtype=torch.float32)
-    getattr(lib, f"irtk_scores_{kind}")(
+    failed = getattr(lib, f"irtk_scores_{kind}")(
         q.data_ptr(), key.data_ptr(), mask_ptr, scores.data_ptr(), rows, heads, kv_heads, width,
         q.stride(0), q.stride(1), key.stride(0), key.stride(1), mask_stride,
         dim ** -0.5 if scaling is None else scaling, threads)
     probs = torch.softmax(scores, dim=-1)
     out = torch.empty(rows, 1, heads, dim, dtype=query.dtype)
-    getattr(lib, f"irtk_mix_{kind}")(
+    failed |= getattr(lib, f"irtk_mix_{kind}")(
         probs.data_ptr(), value.data_ptr(), mask_ptr, out.data_ptr(), rows, heads, kv_heads, width,
         value.stride(0), value.stride(1), mask_stride, out.stride(0), out.stride(2), threads)
+    if failed:  # ``_applies`` admits only what the kernel covers: this is a bug, not bad input
+        raise RuntimeError(f"decode attention kernel refused {heads} query heads over {kv_heads}")
     return out, None
 
 
