@@ -27,6 +27,14 @@ def head64_llama(tmp_path_factory, smollm2_path) -> str:
                          initializer_range=0.5)
 
 
+@pytest.fixture
+def fresh_library(monkeypatch):
+    """``attention.library()`` found again on its next call, and again after the test."""
+    attention.library.cache_clear()
+    yield
+    attention.library.cache_clear()
+
+
 def count_kernel_calls(monkeypatch) -> list[bool]:
     """Whether each attention call from now on goes to the kernel."""
     seen: list[bool] = []
@@ -138,59 +146,46 @@ def test_hf_loop_with_the_decode_kernel_gives_the_tokens_of_torchs_attention(hea
     assert applied.count(False) > 0  # pre-fills did not
 
 
-def test_without_a_compiler_attention_stays_torchs(head64_llama, monkeypatch, tmp_path):
+def test_without_a_compiler_attention_stays_torchs(head64_llama, monkeypatch, tmp_path, fresh_library):
     """No C++ compiler: no kernel, a reason, and the backend runs on torch's attention."""
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("IRTK_CACHE", str(tmp_path))
-    attention.library.cache_clear()
-    try:
-        assert attention.library() is None
-        assert "no-such-compiler" in attention.build_error()
-        backend = get_backend("hf", head64_llama, dtype="float32")
-        assert backend.lm.config._attn_implementation == "sdpa"
-        assert backend.chat([[SYSTEM, {"role": "user", "content": "rivers"}]],
-                            SamplingParams(max_tokens=3, temperature=0.0))[0].completion_tokens == 3
-    finally:
-        attention.library.cache_clear()
+    assert attention.library() is None
+    assert "no-such-compiler" in attention.build_error()
+    backend = get_backend("hf", head64_llama, dtype="float32")
+    assert backend.lm.config._attn_implementation == "sdpa"
+    assert backend.chat([[SYSTEM, {"role": "user", "content": "rivers"}]],
+                        SamplingParams(max_tokens=3, temperature=0.0))[0].completion_tokens == 3
 
 
-def test_the_kernel_is_built_once_per_machine(monkeypatch, tmp_path):
+def test_the_kernel_is_built_once_per_machine(monkeypatch, tmp_path, fresh_library):
     """A second process (a cleared cache here) loads the build the first left in the irtk cache."""
     monkeypatch.setenv("IRTK_CACHE", str(tmp_path))
+    kernel_or_skip()
+    built = list((tmp_path / "kernels").iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"
+    stamp = built[0].stat().st_mtime_ns
     attention.library.cache_clear()
-    try:
-        if attention.library() is None:
-            pytest.skip(f"decode kernel not built here: {attention.build_error()}")
-        built = list((tmp_path / "kernels").iterdir())
-        assert len(built) == 1 and built[0].suffix == ".so"
-        stamp = built[0].stat().st_mtime_ns
-        attention.library.cache_clear()
-        real_run = attention.subprocess.run
+    real_run = attention.subprocess.run
 
-        def version_only(cmd, **kwargs):  # noqa: ANN001, ANN202
-            assert cmd[1:] == ["--version"], "the kernel was compiled again"
-            return real_run(cmd, **kwargs)
+    def version_only(cmd, **kwargs):  # noqa: ANN001, ANN202
+        assert cmd[1:] == ["--version"], "the kernel was compiled again"
+        return real_run(cmd, **kwargs)
 
-        monkeypatch.setattr(attention.subprocess, "run", version_only)
-        assert attention.library() is not None
-        assert [p.stat().st_mtime_ns for p in (tmp_path / "kernels").iterdir()] == [stamp]
-    finally:
-        attention.library.cache_clear()
+    monkeypatch.setattr(attention.subprocess, "run", version_only)
+    assert attention.library() is not None
+    assert attention.build_error() is None
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "kernels").iterdir()] == [stamp]
 
 
-
-def test_an_unwritable_cache_leaves_attention_to_torch(monkeypatch, tmp_path):
+def test_an_unwritable_cache_leaves_attention_to_torch(monkeypatch, tmp_path, fresh_library):
     """Where the irtk cache cannot hold the build (here a file stands where its folder would be):
     no kernel and a reason, not an error."""
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler here")
     blocker = tmp_path / "cache"
     blocker.write_text("not a folder")
     monkeypatch.setenv("IRTK_CACHE", str(blocker))
-    attention.library.cache_clear()
-    try:
-        if shutil.which("c++") is None and shutil.which("g++") is None:
-            pytest.skip("no C++ compiler here")
-        assert attention.library() is None
-        assert attention.build_error()
-        assert blocker.read_text() == "not a folder"  # nothing of the user's touched
-    finally:
-        attention.library.cache_clear()
+    assert attention.library() is None
+    assert attention.build_error()
+    assert blocker.read_text() == "not a folder"  # nothing of the user's touched

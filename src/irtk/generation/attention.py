@@ -52,6 +52,7 @@ def library() -> Any | None:
     """The kernel, built on first use (see the module doc); None where it cannot be."""
     from irtk.models import cache_dir
 
+    _BUILD["error"] = None  # a reason from an earlier try (``library.cache_clear()``) is stale
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not compiler:
         _BUILD["error"] = "no C++ compiler (set CXX)"
