@@ -359,6 +359,7 @@ def test_backend_args_reach_the_backend(tiny_llama):
     ("enforce_eger=true", "--backend-arg enforce_eger: not a parameter of --backend vllm"),
     ("seed=3", "--backend-arg seed: use --seed"),
     ("enforce_eager", "--backend-arg expects KEY=VALUE, got 'enforce_eager'"),
+    ("enforce_eager=maybe", "--backend-arg enforce_eager: expects true or false, got 'maybe'"),
 ])
 def test_bad_backend_args_fail_at_start(arg, expected):
     # The constructors swallow unknown keywords (**_): without the check a typo would be ignored.

@@ -123,12 +123,16 @@ def check_backend_options(name: str, options: Mapping[str, Any]) -> None:
     for key in options:
         if key in DEDICATED_OPTIONS:
             raise UsageError(f"--backend-arg {key}: use {DEDICATED_OPTIONS[key]}")
-    named = [p.name for p in inspect.signature(BACKENDS.load(name)).parameters.values()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in DEDICATED_OPTIONS]
-    unknown = [k for k in options if k not in named]
+    params = {p.name: p for p in inspect.signature(BACKENDS.load(name)).parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in DEDICATED_OPTIONS}
+    unknown = [k for k in options if k not in params]
     if unknown:
         raise UsageError(f"--backend-arg {', '.join(unknown)}: not a parameter of --backend {name} "
-                         f"({', '.join(named)})")
+                         f"({', '.join(params)})")
+    for key, value in options.items():
+        # A switch given a word ("maybe", "off") would be a true string: on, without a word.
+        if isinstance(params[key].default, bool) and not isinstance(value, bool):
+            raise UsageError(f"--backend-arg {key}: expects true or false, got {value!r}")
 
 
 def degenerate(text: str, *, min_words: int = 16, max_distinct: float = 0.25) -> bool:
