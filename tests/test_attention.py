@@ -189,3 +189,66 @@ def test_an_unwritable_cache_leaves_attention_to_torch(monkeypatch, tmp_path, fr
     assert attention.library() is None
     assert attention.build_error()
     assert blocker.read_text() == "not a folder"  # nothing of the user's touched
+
+
+def test_trainer_rollouts_decode_through_the_kernel_and_training_stays_torchs(head64_llama, monkeypatch):
+    """The trainer's live backend: its decode steps go to the kernel (greedy fp32: the tokens and
+    log-probs of the hf backend on torch's attention); a training forward on the same model
+    object (gradients, whole sequences) is torch's ``sdpa``, logits and gradients as before."""
+    import torch
+
+    from irtk.generation.hf import load_causal_lm
+    from irtk.training.live import LiveHFBackend
+
+    kernel_or_skip()
+    lm, tokenizer, _ = load_causal_lm(head64_llama, "cpu", "float32")
+    plain = get_backend("hf", head64_llama, prefix_cache=False, dtype="float32", decode_kernel=False)
+    live = LiveHFBackend(lm, tokenizer, batch_size=2)
+    assert lm.config._attn_implementation == "sdpa"  # nothing changes until it decodes
+    applied = count_kernel_calls(monkeypatch)
+    params = SamplingParams(max_tokens=10, temperature=0.0, logprobs=True)
+    convs = [[SYSTEM, {"role": "user", "content": w}] for w in ("rivers", "the history of mountain passes", "tides")]
+    lm.train()  # as the trainer leaves it between rollouts
+    for want, got in zip(plain.chat(convs, params), live.chat(convs, params), strict=True):
+        assert (got.text, got.completion_tokens) == (want.text, want.completion_tokens)
+        assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+    assert lm.training and lm.config._attn_implementation == attention.NAME
+    assert applied.count(True) > 0
+
+    applied.clear()
+    batch = live.tokenizer(["the history of mountain passes", "tides"], return_tensors="pt", padding=True)
+    kernel_logits = lm(**batch).logits
+    kernel_logits.sum().backward()
+    kernel_grad = lm.lm_head.weight.grad.clone()
+    assert applied and not any(applied)  # every call of the training forward went to torch
+    lm.zero_grad()
+    lm.set_attn_implementation("sdpa")
+    sdpa_logits = lm(**batch).logits
+    sdpa_logits.sum().backward()
+    assert torch.equal(kernel_logits, sdpa_logits)
+    assert torch.equal(kernel_grad, lm.lm_head.weight.grad)
+
+
+def test_trainer_rollouts_of_a_lora_model_decode_through_the_kernel(head64_llama, monkeypatch):
+    """A LoRA-wrapped policy (``--lora-r``): the kernel reaches the wrapped model, a fresh adapter
+    (B = 0) decodes the base model's tokens, and the cache goes by transformers' current name
+    (peft's ``forward`` takes any keyword: the backend asks the model inside)."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from irtk.generation.hf import load_causal_lm
+    from irtk.training.live import LiveHFBackend
+
+    kernel_or_skip()
+    lm, tokenizer, _ = load_causal_lm(head64_llama, "cpu", "float32")
+    policy = get_peft_model(lm, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    plain = get_backend("hf", head64_llama, prefix_cache=False, dtype="float32", decode_kernel=False)
+    applied = count_kernel_calls(monkeypatch)
+    params = SamplingParams(max_tokens=8, temperature=0.0)
+    convs = [[SYSTEM, {"role": "user", "content": w}] for w in ("rivers", "tides")]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".past_key_values. is deprecated")
+        got = LiveHFBackend(policy, tokenizer, batch_size=2).chat(convs, params)
+    assert [g.text for g in got] == [g.text for g in plain.chat(convs, params)]
+    assert lm.config._attn_implementation == attention.NAME and applied.count(True) > 0

@@ -324,7 +324,9 @@ class HFBackend:
         self.kv_store = KVStore(cache_bytes if cache_bytes is not None else
                                 AUTO_CACHE_BYTES.get(device_kind(self.device), AUTO_CACHE_BYTES["cuda"]))
         # transformers 5.x renamed ``past_key_values`` to ``cache``; older releases know only the former.
-        params = inspect.signature(self.lm.forward).parameters
+        # A peft model (a trainer's LoRA policy) hands its keyword arguments on: ask the model inside.
+        inner = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        params = inspect.signature(inner.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     @property

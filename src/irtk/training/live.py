@@ -4,6 +4,9 @@ rollouts, with no second dialogue loop.
 ``LiveHFBackend`` is the ``hf`` backend on a model object already in memory (the trainer's),
 so ``irtk.dialogue.simulate`` plays dialogues with the current weights without saving them.
 Its prefix cache is off: the weights change between calls, so a cached prefix would be stale.
+Its decode steps attend through irtk's CPU kernel as the ``hf`` backend's do
+(``irtk.generation.attention``); the trainer's own forwards (gradients, whole sequences) are
+calls the kernel does not cover and stay with torch's ``sdpa``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from irtk.dialogue.config import SimulateConfig
 from irtk.dialogue.episode import Episode
 from irtk.dialogue.gate import STOP
 from irtk.dialogue.simulate import _Parts, dialogue_record, metric_row, simulate_batch
+from irtk.generation import attention
 from irtk.generation.hf import HFBackend
 from irtk.training.config import TrainSettings
 from irtk.training.samples import expert_turns, rollout_samples
@@ -28,9 +32,10 @@ LIVE_MODEL = "<model being trained>"
 
 
 class LiveHFBackend(HFBackend):
-    """The transformers backend on an in-memory model (no loading, no prefix cache)."""
+    """The transformers backend on an in-memory model (no loading, no prefix cache; ``decode_kernel``:
+    decode steps through irtk's CPU attention kernel where it applies, as in ``HFBackend``)."""
 
-    def __init__(self, lm: Any, tokenizer: Any, *, batch_size: int = 16) -> None:
+    def __init__(self, lm: Any, tokenizer: Any, *, batch_size: int = 16, decode_kernel: bool = True) -> None:
         tokenizer = copy.copy(tokenizer)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
@@ -38,10 +43,15 @@ class LiveHFBackend(HFBackend):
         # The decoding loop (finished rows leave the batch) without the prefix cache.
         self._attach(LIVE_MODEL, lm, tokenizer, next(lm.parameters()).device, batch_size=batch_size,
                      prefix_cache=False, cache_bytes=0, lockstep=False)
+        self.decode_kernel = decode_kernel
 
     @contextlib.contextmanager
     def _generating(self) -> Iterator[None]:
-        """Eval mode (no dropout) for every forward of ``chat`` and of a stream, then back."""
+        """Eval mode (no dropout) for every forward of ``chat`` and of a stream, then back; the
+        kernel turned on for the model decoding now (the trainer may have handed over a new
+        object since: LoRA merged)."""
+        if self.decode_kernel:
+            attention.enable(self.lm)
         was_training = self.lm.training
         self.lm.eval()
         try:
