@@ -22,9 +22,10 @@ summary, sampling with seed 0):
 - ``sdpa``     ``cached`` with torch's attention at decode steps too (``--backend-arg
                decode_kernel=false``), not irtk's kernel (``irtk.generation.attention``);
 - ``live``     the trainer's rollout path (Stage II, held-out evaluation): ``LiveHFBackend`` on a
-               model loaded as the trainer loads it (no packed weights, no prefix cache), its
-               default rollout batch (16); ``live-sdpa``: the same on torch's attention
-               throughout (``decode_kernel=False``);
+               model loaded as the trainer loads it (no packed weights; the prefix cache within
+               one stream), its default rollout batch (16); ``live-sdpa``: the same on torch's
+               attention throughout (``decode_kernel=False``); ``live-uncached``: without the
+               prefix cache (``prefix_cache=False``: every turn pre-fills its whole dialogue);
 - ``cached:N`` ``cached`` with N dialogues in flight (``--backend-arg call_size=N``; the default is
                twice the batch), compared with ``cached`` in the same process.
 
@@ -34,7 +35,7 @@ pre-filled (prompt tokens minus those served from a cache) and peak RSS (sampled
 holds every mode's hf model, so a later mode's figure includes the earlier ones' leftovers;
 vLLM's is its own process's).
 
-    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,turns,uncached,unpacked,sdpa,live,live-sdpa,vllm,cached:128]
+    python bench/simulate.py [--dialogues 32] [--max-turns 9] [--repeats 1] [--modes cached,turns,uncached,unpacked,sdpa,live,live-sdpa,live-uncached,vllm,cached:128]
 """
 
 from __future__ import annotations
@@ -148,14 +149,14 @@ def build_parts(mode: str, config, model_path: str, rewards=None):
         backend = get_backend("hf", model_path, pack_weights=False)
     elif mode == "sdpa":
         backend = get_backend("hf", model_path, decode_kernel=False)
-    elif mode in ("live", "live-sdpa"):
+    elif mode in ("live", "live-sdpa", "live-uncached"):
         from irtk.generation.hf import load_causal_lm
         from irtk.training.config import TrainSettings
         from irtk.training.live import LiveHFBackend
 
         lm, tokenizer, _ = load_causal_lm(model_path, None, TrainSettings().model_dtype)
         backend = LiveHFBackend(lm, tokenizer, batch_size=TrainSettings().rollout_batch_size,
-                                decode_kernel=mode == "live")
+                                decode_kernel=mode != "live-sdpa", prefix_cache=mode != "live-uncached")
     else:  # cached, turns
         backend = get_backend("hf", model_path)
     counting = Counting(backend, stream=mode != "turns")
@@ -248,8 +249,8 @@ def main() -> None:
     rows = trajectories(args.dialogues)
     config = config_for(model_path, args.max_turns)
     figures = {m: {"seconds": 0.0, "cpu": 0.0, "prompt": 0, "cached": 0, "completion": 0, "rss": 0} for m in modes}
-    local = [m for m in modes if m in ("cached", "turns", "uncached", "unpacked", "sdpa", "live", "live-sdpa")
-             or m.startswith("cached:")]
+    local = [m for m in modes if m in ("cached", "turns", "uncached", "unpacked", "sdpa", "live", "live-sdpa",
+                                       "live-uncached") or m.startswith("cached:")]
     built, rewards = {}, None
     for m in local:
         built[m] = build_parts(m, config, model_path, rewards)
@@ -296,6 +297,7 @@ def main() -> None:
     pairs += [("cached", "unpacked", "speed-up cached (packed weights) / unpacked")]
     pairs += [("cached", "sdpa", "speed-up cached (decode kernel) / sdpa")]
     pairs += [("live", "live-sdpa", "speed-up live (decode kernel) / live-sdpa")]
+    pairs += [("live", "live-uncached", "speed-up live (prefix cache) / live-uncached")]
     pairs += [(m, "cached", f"speed-up {m} / cached") for m in modes if m.startswith("cached:")]
     for mine, other, label in pairs:
         if mine in rate and other in rate:

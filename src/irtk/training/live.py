@@ -3,7 +3,9 @@ rollouts, with no second dialogue loop.
 
 ``LiveHFBackend`` is the ``hf`` backend on a model object already in memory (the trainer's),
 so ``irtk.dialogue.simulate`` plays dialogues with the current weights without saving them.
-Its prefix cache is off: the weights change between calls, so a cached prefix would be stale.
+Its prefix cache lives for one ``chat`` call or one stream (a round's rollouts, a held-out batch:
+each dialogue's next turn pre-fills only what it adds): the trainer changes the weights only
+between calls, so the store is emptied as each starts, and a cached prefix is never stale.
 Its decode steps attend through irtk's CPU kernel as the ``hf`` backend's do
 (``irtk.generation.attention``); the trainer's own forwards (gradients, whole sequences) are
 calls the kernel does not cover and stay with torch's ``sdpa``.
@@ -23,8 +25,8 @@ from irtk.dialogue.config import SimulateConfig
 from irtk.dialogue.episode import Episode
 from irtk.dialogue.gate import STOP
 from irtk.dialogue.simulate import _Parts, dialogue_record, metric_row, simulate_batch
-from irtk.generation import attention
-from irtk.generation.hf import HFBackend
+from irtk.generation import Conversation, Generation, SamplingParams, attention
+from irtk.generation.hf import ChatStream, HFBackend
 from irtk.training.config import TrainSettings
 from irtk.training.samples import expert_turns, rollout_samples
 
@@ -32,18 +34,35 @@ LIVE_MODEL = "<model being trained>"
 
 
 class LiveHFBackend(HFBackend):
-    """The transformers backend on an in-memory model (no loading, no prefix cache; ``decode_kernel``:
-    decode steps through irtk's CPU attention kernel where it applies, as in ``HFBackend``)."""
+    """The transformers backend on an in-memory model (no loading; ``prefix_cache``: within a call
+    or a stream only; ``decode_kernel``: decode steps through irtk's CPU attention kernel where
+    it applies, as in ``HFBackend``)."""
 
-    def __init__(self, lm: Any, tokenizer: Any, *, batch_size: int = 16, decode_kernel: bool = True) -> None:
+    def __init__(self, lm: Any, tokenizer: Any, *, batch_size: int = 16, prefix_cache: bool = True,
+                 decode_kernel: bool = True) -> None:
         tokenizer = copy.copy(tokenizer)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        # The decoding loop (finished rows leave the batch) without the prefix cache.
+        # The decoding loop (finished rows leave the batch); the store's budget is the device's default.
         self._attach(LIVE_MODEL, lm, tokenizer, next(lm.parameters()).device, batch_size=batch_size,
-                     prefix_cache=False, cache_bytes=0, lockstep=False)
+                     prefix_cache=prefix_cache, cache_bytes=None, lockstep=False)
         self.decode_kernel = decode_kernel
+
+    def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Generation]:
+        """``HFBackend.chat`` on the current weights: nothing cached before the call is used, and
+        nothing stays cached after it (the trainer's memory while it trains)."""
+        self.kv_store.clear()
+        try:
+            return super().chat(conversations, params)
+        finally:
+            self.kv_store.clear()
+
+    def open_stream(self, params: SamplingParams) -> ChatStream | None:
+        """``HFBackend.open_stream`` on the current weights: nothing cached before it is used, and
+        nothing stays cached once it is played out."""
+        self.kv_store.clear()
+        return _LiveStream(self, params) if self.own_loop else None
 
     @contextlib.contextmanager
     def _generating(self) -> Iterator[None]:
@@ -58,6 +77,15 @@ class LiveHFBackend(HFBackend):
             yield
         finally:
             self.lm.train(was_training)
+
+
+class _LiveStream(ChatStream):
+    """A stream that empties its backend's store once played out: entries a next turn did not
+    continue exactly (its text re-tokenised otherwise) would otherwise wait for the byte budget."""
+
+    def __iter__(self) -> Iterator[list[tuple[Any, Generation]]]:
+        yield from super().__iter__()
+        self.backend.kv_store.clear()
 
 
 def simulate_config(settings: TrainSettings, *, model: str, max_turns: int, temperature: float,
