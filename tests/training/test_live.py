@@ -85,6 +85,21 @@ def test_a_stream_after_the_weights_changed_uses_nothing_cached_before(tiny_llam
     assert all(g.cached_tokens == 0 for gs in got.values() for g in gs)
 
 
+def test_a_stream_left_and_closed_keeps_nothing(tiny_llama):
+    """A stream its caller leaves mid-way (an error in a trainer's round) and closes: its stored
+    turns go then, not at the next call."""
+    backend = live(tiny_llama)
+    stream = backend.open_stream(PARAMS)
+    for i, w in enumerate(WORDS):
+        stream.submit(i, [SYSTEM, {"role": "user", "content": w}])
+    turns, ended = iter(stream), 0
+    while ended < len(WORDS):
+        ended += len(next(turns))
+    assert len(backend.kv_store) > 0
+    turns.close()
+    assert len(backend.kv_store) == 0 and backend.kv_store.bytes == 0
+
+
 def test_chat_keeps_nothing_between_calls(tiny_llama):
     """``chat`` (a trainer's other calls): the same generations as without the cache, and an empty
     store after."""

@@ -80,12 +80,15 @@ class LiveHFBackend(HFBackend):
 
 
 class _LiveStream(ChatStream):
-    """A stream that empties its backend's store once played out: entries a next turn did not
-    continue exactly (its text re-tokenised otherwise) would otherwise wait for the byte budget."""
+    """A stream that empties its backend's store once played out, or left and closed: entries a
+    next turn did not continue exactly (its text re-tokenised otherwise) would otherwise hold
+    memory while the trainer trains."""
 
     def __iter__(self) -> Iterator[list[tuple[Any, Generation]]]:
-        yield from super().__iter__()
-        self.backend.kv_store.clear()
+        try:
+            yield from super().__iter__()
+        finally:
+            self.backend.kv_store.clear()
 
 
 def simulate_config(settings: TrainSettings, *, model: str, max_turns: int, temperature: float,
