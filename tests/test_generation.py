@@ -799,8 +799,9 @@ def _filled_slab(rows: int, start: int, heads: int, dim: int):  # noqa: ANN202
 
 def test_slab_rows_leave_and_join_in_place_and_rebuild_only_without_room():
     # A stream's batch changes rows every few steps: rows leaving copy only the rows that change
-    # slots, rows joining are written into spare ones, left-padded with zeros where shorter; the
-    # slab is replaced only when it lacks rows or positions.
+    # slots, rows joining are written into spare ones, left-padded where shorter (padding holds
+    # zeros or keys written before: finite, masked); the slab is replaced only when it lacks rows
+    # or positions.
     import torch
 
     from irtk.generation.hf import _slab_layer_class
@@ -817,9 +818,10 @@ def test_slab_rows_leave_and_join_in_place_and_rebuild_only_without_room():
     other.update(k2, v2)
     layer.concat(other, capacity=6 + 4)  # longer rows join: the others get two more padding positions
     assert layer.slab_keys is slab and layer.length == 6 and layer.rows == 4
-    zeros = torch.zeros(2, heads, 2, dim)
-    torch.testing.assert_close(layer.keys, torch.cat([torch.cat([zeros, k[[0, 2], :, 1:]], 2), k2]))
-    torch.testing.assert_close(layer.values, torch.cat([torch.cat([zeros, v[[0, 2], :, 1:]], 2), v2]))
+    for got, mine, theirs in ((layer.keys, k, k2), (layer.values, v, v2)):
+        torch.testing.assert_close(got[:2, :, 2:], mine[[0, 2], :, 1:])
+        torch.testing.assert_close(got[2:], theirs)
+        assert got.isfinite().all()
     before = layer.keys.clone()
     layer.concat(other, capacity=6 + 4, row_capacity=8)  # no spare rows: a new slab, room for 8
     assert layer.slab_keys is not slab and layer.slab_keys.shape[0] == 8 and layer.rows == 6
@@ -834,8 +836,8 @@ def test_slab_rows_leave_and_join_in_place_and_rebuild_only_without_room():
 @pytest.mark.parametrize("cached, fed", [(1, 2), (4, 3)])
 def test_rows_prefilled_on_spare_slab_rows_join_without_a_copy(cached, fed):
     """``spare``: joining rows are pre-filled straight into a running slab's spare rows, ending
-    where its rows end, so ``concat`` takes them in as they are — shorter ones left-padded with
-    zeros, longer ones padding the running rows — with no new slab; without spare rows or room
+    where its rows end, so ``concat`` takes them in as they are — shorter ones left-padded,
+    longer ones padding the running rows — with no new slab; without spare rows or room
     in front there is none."""
     import torch
 
@@ -843,8 +845,8 @@ def test_rows_prefilled_on_spare_slab_rows_join_without_a_copy(cached, fed):
 
     heads, dim = 2, 3
     layer, k, v = _filled_slab(rows=2, start=4, heads=heads, dim=dim)
-    layer.slab_keys[2:].fill_(float("nan"))  # what spare rows may hold: never read
-    layer.slab_values[2:].fill_(float("nan"))
+    layer.slab_keys[2:].fill_(7.0)  # what spare rows may hold: keys of rows that left, finite
+    layer.slab_values[2:].fill_(7.0)
     slab = layer.slab_keys
     joining = layer.spare(2, cached, fed)
     kc, vc = torch.randn(2, heads, cached, dim), torch.randn(2, heads, cached, dim)
@@ -856,9 +858,10 @@ def test_rows_prefilled_on_spare_slab_rows_join_without_a_copy(cached, fed):
     width = max(5, cached + fed)
     assert layer.slab_keys is slab and layer.rows == 4 and layer.length == width
     for mine, theirs_cached, theirs_fed, got in ((k, kc, kf, layer.keys), (v, vc, vf, layer.values)):
-        theirs = torch.cat([theirs_cached, theirs_fed], 2)
-        pad = lambda x: torch.cat([torch.zeros(2, heads, width - x.shape[2], dim), x], 2)  # noqa: E731
-        torch.testing.assert_close(got, torch.cat([pad(mine), pad(theirs)]))
+        theirs = torch.cat([theirs_cached, theirs_fed], 2)  # right-aligned; in front: padding, finite
+        torch.testing.assert_close(got[:2, :, width - 5:], mine)
+        torch.testing.assert_close(got[2:, :, width - theirs.shape[2]:], theirs)
+        assert got.isfinite().all()
     assert layer.spare(1, 0, 1) is None  # no spare rows left
     assert _slab_layer_class()(capacity=4).spare(1, 0, 1) is None  # nothing allocated
     roomy = _slab_layer_class()(capacity=12, row_capacity=4)
@@ -911,7 +914,8 @@ def test_hf_stream_rows_submitted_mid_stream_join_the_running_batch(peaked_llama
     fronts = []
     move = slab.move_rows
     monkeypatch.setattr(slab, "move_rows",
-                        lambda self, dst, src, rows, front=0: (fronts.append(front), move(self, dst, src, rows, front)))
+                        lambda self, dst, src, rows, front=0, firsts=None: (fronts.append(front),
+                                                                             move(self, dst, src, rows, front, firsts)))
     params = SamplingParams(max_tokens=12, temperature=0.0, logprobs=True, stop=("e", "a"))
     plain = get_backend("hf", peaked_llama, prefix_cache=False, lockstep=True, dtype="float32", batch_size=1)
     streamed = get_backend("hf", peaked_llama, dtype="float32", batch_size=3)
@@ -1052,3 +1056,31 @@ def test_hf_rows_with_tails_far_apart_are_prefilled_apart_and_write_generates_to
     for p, g in zip(want, got, strict=True):
         assert (g.text, g.completion_tokens) == (p.text, p.completion_tokens)
         assert g.logprobs == pytest.approx(p.logprobs, abs=1e-4)
+
+
+def test_slab_padding_takes_no_memory_on_a_cpu():
+    """A CPU slab is a mapping of its own: rows written from their first position on leave their
+    padding unwritten, so a slab 256 MiB wide holding rows of 16 positions takes a few MiB; a slot
+    taken by a shorter row hands back the pages in front of it."""
+    import torch
+
+    from irtk.device import _rss_bytes
+    from irtk.generation.hf import _slab_layer_class
+
+    if not hasattr(__import__("mmap"), "MADV_DONTNEED"):
+        pytest.skip("no madvise here")
+    heads, dim, width, rows = 2, 64, 1 << 16, 8  # fp32: 32 MiB a row, keys and values
+    layer = _slab_layer_class()(capacity=width, row_capacity=rows)
+    short = torch.ones(rows, heads, 16, dim)
+    before = _rss_bytes()
+    layer.allocate(rows, short, short, width=width)
+    layer._write(0, width - 16, short, short, [0] * rows)
+    layer.length, layer.start, layer.rows = 16, width - 16, rows
+    assert _rss_bytes() - before < 16 << 20  # 256 MiB of keys and values; written: 8 x 16 positions
+    layer.slab_keys[0].fill_(1.0)  # a row as wide as the slab took slot 0, and left it
+    layer.slab_values[0].fill_(1.0)
+    grown = _rss_bytes()
+    assert grown - before > 48 << 20
+    layer._trim(0, width - 16)  # a row of 16 positions takes the slot
+    assert grown - _rss_bytes() > 48 << 20
+    assert (layer.keys == 1).all() and (layer.slab_keys[0, :, :width - 16] == 0).all()

@@ -60,7 +60,7 @@ class SimulateConfig:
     user_max_tokens: int = setting(64, "Tokens per simulated-user answer (--user llm).")
     summary_max_tokens: int = setting(160, "Tokens of the summary query (--summary llm).")
     seed: int = setting(0, "Random seed.")
-    batch_size: int | None = setting(None, "The backend's batch (hf: rows per forward; default 32 on a CPU). "
+    batch_size: int | None = setting(None, "The backend's batch (hf: rows per forward; default 64 on a CPU). "
                                      "As many dialogues play at once as the backend asks (hf: its batch "
                                      "and 1/8 more where turns are streamed, else twice its batch).")
     limit: int | None = setting(None, "Simulate at most N dialogues.")

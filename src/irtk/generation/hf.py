@@ -115,7 +115,11 @@ def _packed_linear(blocked: Any, bias: Any, x: Any) -> Any:
 MIN_PREFIX_TOKENS = 8  # below this, building a batch cache costs more than the pre-fill it saves
 # Rows per generate call when the caller does not say: on a CPU larger batches stop paying once
 # the matrix products are compute-bound; on a GPU memory for the key/value cache is the limit.
-AUTO_BATCH = {"cpu": 32, "cuda": 128}
+# CPU: a decode step reads every weight whatever its rows (~40 ms for SmolLM2-135M on 2 cores),
+# so 64 rows cost 2.74 ms a row against 4.35 at 32 (``bench/decode_floor.py``); all 699 example
+# trajectories of ``simulate`` at 64, 36.0 dialogues/min against 27.6 at 32. A slab's padding
+# takes no memory (``_slab_layer_class``), or 64 rows would not fit in 3 GB.
+AUTO_BATCH = {"cpu": 64, "cuda": 128}
 # Default byte budget of the key/value store, per device kind (CPU: RAM, shared with everything).
 AUTO_CACHE_BYTES = {"cpu": 1 << 30, "cuda": 4 << 30}
 
@@ -212,10 +216,23 @@ class _Batch:
 
     def step(self, lm: Any, cache_kwarg: str) -> Any:
         """One forward over ``feed``; the next-token logits of every row (fp32)."""
+        fed, firsts = self.feed.shape[1], None
+        for layer in self.cache.layers:
+            if getattr(layer, "slab_keys", None) is not None and layer.start + layer.length + fed > layer.slab_keys.shape[2]:
+                # Past the slab's end: a wider one now, copying each row's own positions only
+                # (``update`` would copy its padding too).
+                firsts = firsts if firsts is not None else self.firsts()
+                layer.grow(fed, firsts)
         out = lm(input_ids=self.feed, attention_mask=self.mask, position_ids=self.positions, use_cache=True,
                  logits_to_keep=1, **{cache_kwarg: self.cache})
         self.cache = getattr(out, "cache", None) or out.past_key_values
         return out.logits[:, -1, :].float()
+
+    def firsts(self, rows: Any = None) -> list[int]:
+        """Each row's (or each of ``rows``') first position holding a token of its own, in the
+        cache's view: what a slab copies of it (``SlabLayer``)."""
+        mask = self.mask if rows is None else self.mask[rows]
+        return mask.argmax(-1).tolist()  # the first 1 of each row
 
     def advance(self, nxt: Any) -> None:
         """The sampled tokens ``nxt`` are fed at the next step."""
@@ -247,8 +264,9 @@ class _Batch:
             front = int(self.mask[index].any(0).to(torch.int8).argmax())  # the first position any row uses
             moves = (torch.tensor(holes, device=self.mask.device),
                      torch.tensor(movers, device=self.mask.device))
+            firsts = self.firsts(moves[1]) if movers else None
             for layer in self.cache.layers:
-                layer.move_rows(*moves, len(order), front)
+                layer.move_rows(*moves, len(order), front, firsts)
             self.mask, self.feed, self.positions = self.mask[index, front:], self.feed[index], self.positions[index]
             if self.history is not None:
                 self.history = self.history[index, front:]
@@ -263,8 +281,9 @@ class _Batch:
         import torch
 
         width = max(self.cache.get_seq_length(), other.cache.get_seq_length())
+        firsts = (self.firsts(), other.firsts())
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.concat(theirs, width + max_tokens, rows)
+            mine.concat(theirs, width + max_tokens, rows, firsts)
 
         def left_pad(a: Any, b: Any, value: int) -> Any:
             w = max(a.shape[1], b.shape[1])
@@ -468,7 +487,10 @@ class HFBackend:
         where its rows end, where it has the rows and the room (``SlabLayer.spare``): joining it
         then copies nothing, and no second slab is in memory while the pre-fill runs."""
         cache = _slab_cache(self.lm.config, capacity, row_capacity)
-        spare = [layer.spare(len(hits), width, fed) for layer in beside.layers] if beside is not None else []
+        # Each row's first position of its own: its cached prefix's, else its pre-fill's (padded
+        # in front to the longest: that padding is written by the forward).
+        firsts = [width - n for _, n in hits]
+        spare = [layer.spare(len(hits), width, fed, firsts) for layer in beside.layers] if beside is not None else []
         if spare and all(layer is not None for layer in spare):
             cache.layers = spare
         elif not width:
@@ -965,6 +987,16 @@ def _slab_layer_class() -> type:
     changes rows every few steps, and copying the whole slab each time took a seventh of its
     run. Cutting leading padding only moves ``start``. Without room the slab is rebuilt (one
     copy), with ``row_capacity`` rows and some room on both sides of the filled part.
+
+    Padding is never written: a slab starts as zeros and holds only zeros and keys and values
+    once written, all finite, which attention weighs 0 (masked). On a CPU a slab is an
+    anonymous mapping of its own (``_zeros``): a page takes memory only once written, and as a
+    row takes a slot the pages in front of its first position go back (``_trim``), so a row's
+    memory is its own positions, not the longest row's — rows are written and moved from their
+    first position on (``firsts``: each row's first, from the batch's mask). Pages behind it are
+    written over, not handed back and taken again: a joining row mostly covers its slot's last
+    one. On 192 dialogues of ``simulate`` at 64 rows the slab's filled part peaked at 1.5 GiB,
+    nearly half of it padding.
     """
     from transformers.cache_utils import DynamicLayer
 
@@ -978,16 +1010,15 @@ def _slab_layer_class() -> type:
                      width: int | None = None) -> tuple[Any, Any]:
             """A slab for ``rows`` rows (room for ``row_capacity``) shaped like ``keys``/``values``
             ([heads, tokens, dim] or batched), ``width`` positions wide (default ``capacity``),
-            its positions ``start:start + filled`` zeroed and counted as cached; returns views of
+            its positions ``start:start + filled`` (zeros) counted as cached; returns views of
             those positions to fill in."""
             self.device = keys.device
             width = max(width or self.capacity, start + filled)
             shape = (max(rows, self.row_capacity), keys.shape[-3], width, keys.shape[-1])
-            self.slab_keys = keys.new_empty(shape)
-            self.slab_values = values.new_empty(shape[:3] + (values.shape[-1],))
-            # Padding must be finite: attention gives it weight 0, and 0 * NaN is NaN.
-            self.slab_keys[:rows, :, start:start + filled].zero_()
-            self.slab_values[:rows, :, start:start + filled].zero_()
+            # Zeros: padding must be finite (attention gives it weight 0, and 0 * NaN is NaN).
+            self.slab_keys, key_map = _zeros(shape, keys)
+            self.slab_values, value_map = _zeros(shape[:3] + (values.shape[-1],), values)
+            self._maps = [m for m in (key_map, value_map) if m is not None]
             self.is_initialized, self.rows, self.start, self.length = True, rows, start, filled
             self._views()
             return self.keys, self.values
@@ -1012,16 +1043,22 @@ def _slab_layer_class() -> type:
                 self.lazy_initialization(key_states, value_states)
             new = key_states.shape[-2]
             end = self.start + self.length + new
-            if end > self.slab_keys.shape[2]:
-                # Past the slab's end (a stream's filled part moves right as its batch narrows
-                # from the front): a new slab with a quarter of the old one's width to spare.
-                self._rebuild([(self.keys, self.values)], self.length + new + self.slab_keys.shape[2] // 4)
+            if end > self.slab_keys.shape[2]:  # ``_Batch.step`` makes room first (``grow``)
+                self.grow(new)
                 end = self.start + self.length + new
             self.slab_keys[:self.rows, :, end - new:end] = key_states
             self.slab_values[:self.rows, :, end - new:end] = value_states
             self.length += new
             self._views()
             return self.keys, self.values
+
+        def grow(self, new: int, firsts: list[int] | None = None) -> None:
+            """A new slab with room for ``new`` more positions and a quarter of the old one's
+            width to spare (a stream's filled part moves right as its batch narrows from the
+            front), copying only each row's positions from its first (``firsts``, in the view;
+            default all)."""
+            self._rebuild([(self.keys, self.values)], self.length + new + self.slab_keys.shape[2] // 4,
+                          None if firsts is None else [firsts])
 
         def get_seq_length(self) -> int:
             return self.length if self.is_initialized else 0
@@ -1055,42 +1092,71 @@ def _slab_layer_class() -> type:
             moved = torch.nonzero(order != torch.arange(len(order), device=self.device)).squeeze(-1)
             self.move_rows(moved, order[moved], len(order), front)
 
-        def move_rows(self, dst: Any, src: Any, rows: int, front: int = 0) -> None:
-            """Rows ``src`` copied into slots ``dst`` (the source rows are gathered first), the
-            first ``rows`` kept, without the first ``front`` positions."""
+        def move_rows(self, dst: Any, src: Any, rows: int, front: int = 0, firsts: list[int] | None = None) -> None:
+            """Rows ``src`` copied into slots ``dst`` (the source rows are gathered first; with
+            ``firsts``, each source row's first position in the view, only its positions from
+            there), the first ``rows`` kept, without the first ``front`` positions. The slots
+            of a slot's rows that left in front of its new row go back (``_trim``)."""
+            first = self.start
             self.start, self.length = self.start + front, self.length - front
+            end = self.start + self.length
             if len(dst):
-                span = slice(self.start, self.start + self.length)
-                for slab in (self.slab_keys, self.slab_values):
-                    slab[dst, :, span] = slab[src, :, span]
+                if firsts is None:
+                    for slab in (self.slab_keys, self.slab_values):
+                        slab[dst, :, self.start:end] = slab[src, :, self.start:end]
+                else:
+                    for d, s, f in zip(dst.tolist(), src.tolist(), firsts, strict=True):
+                        low = max(first + f, self.start)
+                        self._trim(d, low)
+                        for slab in (self.slab_keys, self.slab_values):
+                            slab[d, :, low:end] = slab[s, :, low:end]
             self.rows = rows
             self._views()
 
-        def spare(self, rows: int, cached: int, fed: int) -> Any:
+        def _trim(self, slot: int, position: int) -> None:
+            """The pages of slab row ``slot`` before ``position`` (in every head) go back to the
+            system and read as zeros after: a row taking the slot starts there. Only slabs of
+            their own mapping (a CPU's); only whole pages."""
+            import mmap
+
+            page = mmap.PAGESIZE
+            for slab, m in zip((self.slab_keys, self.slab_values), getattr(self, "_maps", ()), strict=False):
+                size = slab.element_size()
+                for head in range(slab.shape[1]):
+                    low = slab[slot, head].data_ptr() - slab.data_ptr()
+                    high = (low + position * slab.stride(2) * size) // page * page
+                    low = -(-low // page) * page
+                    if high > low:
+                        m.madvise(mmap.MADV_DONTNEED, low, high - low)
+
+        def spare(self, rows: int, cached: int, fed: int, firsts: list[int] | None = None) -> Any:
             """A layer on the next ``rows`` spare rows of this slab (a view: it writes here),
-            holding ``cached`` positions now (zeroed, to be filled) and ``cached + fed`` once a
+            holding ``cached`` positions now (to be filled) and ``cached + fed`` once a
             forward has fed it, then ending where this layer's rows end: ``concat`` takes its
-            rows in without a copy. None where the slab lacks the rows or the positions in front."""
+            rows in without a copy. None where the slab lacks the rows or the positions in front.
+            ``firsts``: each row's first position of its own (in the view): the slot's pages in
+            front go back."""
             start = self.start + self.length - cached - fed
             if not self.is_initialized or self.rows + rows > self.slab_keys.shape[0] or start < 0:
                 return None
+            for row, first in enumerate(firsts or ()):
+                self._trim(self.rows + row, start + first)
             layer = type(self)(self.capacity)
             layer.device = self.device
+            # Views: the slots stay this slab's (its mapping hands them back).
             layer.slab_keys = self.slab_keys[self.rows:self.rows + rows]
             layer.slab_values = self.slab_values[self.rows:self.rows + rows]
-            # Positions these rows will hold once joined, before their own: padding, finite.
-            low = min(start, self.start)
-            layer.slab_keys[:, :, low:start + cached].zero_()
-            layer.slab_values[:, :, low:start + cached].zero_()
             layer.is_initialized, layer.rows, layer.start, layer.length = True, rows, start, cached
             layer._views()
             return layer
 
-        def concat(self, other: Any, capacity: int, row_capacity: int = 0) -> None:
+        def concat(self, other: Any, capacity: int, row_capacity: int = 0,
+                   firsts: tuple[list[int], list[int]] | None = None) -> None:
             """``other``'s rows after these, right-aligned at the longer (the shorter side
-            left-padded with zeros): in place where the slab has the spare rows and positions,
-            else a new slab of ``row_capacity`` rows and ``capacity`` positions. Rows of
-            ``spare`` (already in place, ending where these end) join without a copy."""
+            left-padded): in place where the slab has the spare rows and positions, else a new
+            slab of ``row_capacity`` rows and ``capacity`` positions. Rows of ``spare``
+            (already in place, ending where these end) join without a copy. ``firsts``: each
+            row's first position in its view (these, ``other``'s): only those on are copied."""
             self.row_capacity = max(self.row_capacity, row_capacity)
             rows, extra, length = self.rows, other.rows, max(self.length, other.length)
             start = self.start - (length - self.length)
@@ -1100,41 +1166,72 @@ def _slab_layer_class() -> type:
                         and other.slab_keys.data_ptr() == self.slab_keys[rows].data_ptr())
             # Room for the tokens still to come is not needed now: ``update`` makes it.
             if not (in_place or (spare_rows and start >= 0 and start + length < self.slab_keys.shape[2])):
-                self._rebuild([(self.keys, self.values), (other.keys, other.values)], capacity)
+                self._rebuild([(self.keys, self.values), (other.keys, other.values)], capacity, firsts)
                 return
-            pad = length - other.length
-            for slab, theirs in ((self.slab_keys, other.keys), (self.slab_values, other.values)):
-                slab[:rows, :, start:self.start].zero_()
-                if not in_place:
-                    slab[rows:rows + extra, :, start:start + pad].zero_()
-                    slab[rows:rows + extra, :, start + pad:start + length] = theirs
+            if not in_place:  # the positions in front of each row's stay as they are: padding
+                self._write(rows, start + length - other.length, other.keys, other.values,
+                            None if firsts is None else firsts[1], trim=True)
             self.rows, self.start, self.length = rows + extra, start, length
             self._views()
 
-        def _rebuild(self, parts: list[tuple[Any, Any]], capacity: int) -> None:
+        def _rebuild(self, parts: list[tuple[Any, Any]], capacity: int, firsts: Any = None) -> None:
             """A new slab holding ``parts`` (the keys and values of some rows each), one after
-            another, right-aligned at the longest (the others left-padded with zeros), with
-            ``capacity`` positions from its first and an eighth of it spare before: rows that
-            join later may be longer than these."""
+            another, right-aligned at the longest (the others left-padded), with ``capacity``
+            positions from its first and an eighth of it spare before: rows that join later
+            may be longer than these. ``firsts``: per part, each row's first position (only
+            those on are copied), or None."""
             length = max(keys.shape[2] for keys, _ in parts)
             self.capacity = max(capacity, length)
             front = self.capacity // 8
             self.allocate(sum(keys.shape[0] for keys, _ in parts), *parts[0], start=front,
                           width=front + self.capacity)
             row = 0
-            for keys, values in parts:
-                rows, pad = keys.shape[0], length - keys.shape[2]
-                for slab, part in ((self.slab_keys, keys), (self.slab_values, values)):
-                    slab[row:row + rows, :, front:front + pad].zero_()
-                    slab[row:row + rows, :, front + pad:front + length] = part
-                row += rows
+            for i, (keys, values) in enumerate(parts):
+                self._write(row, front + length - keys.shape[2], keys, values, None if firsts is None else firsts[i])
+                row += keys.shape[0]
             self.length = length
             self._views()
+
+        def _write(self, row: int, at: int, keys: Any, values: Any, firsts: list[int] | None,
+                   trim: bool = False) -> None:
+            """Rows ``keys``/``values`` ([rows, heads, positions, dim]) written into slab rows from
+            ``row``, their position 0 at ``at``: with ``firsts`` (each row's first position of its
+            own), only each row's positions from there, so its padding is never written (and,
+            with ``trim``, the slot's pages in front go back)."""
+            rows, width = keys.shape[0], keys.shape[2]
+            if firsts is None:
+                self.slab_keys[row:row + rows, :, at:at + width] = keys
+                self.slab_values[row:row + rows, :, at:at + width] = values
+                return
+            for r, first in enumerate(firsts):
+                if trim:
+                    self._trim(row + r, at + first)
+                self.slab_keys[row + r, :, at + first:at + width] = keys[r, :, first:]
+                self.slab_values[row + r, :, at + first:at + width] = values[r, :, first:]
 
         def reorder_cache(self, beam_idx: Any) -> None:
             self.batch_select_indices(beam_idx.to(self.device))
 
     return SlabLayer
+
+
+def _zeros(shape: tuple[int, ...], like: Any) -> tuple[Any, Any]:
+    """A tensor of zeros shaped ``shape`` (``like``'s dtype and device) and, on a CPU, the
+    anonymous mapping it lives in (else None): its pages take memory only once written and go
+    back with ``madvise`` (a slab's padding never written holds none; ``SlabLayer``). Huge pages
+    are off for it: one written position would take 2 MiB."""
+    import mmap
+
+    import torch
+
+    count = math.prod(shape)
+    if like.device.type != "cpu" or not count or not hasattr(mmap, "MAP_PRIVATE"):
+        return like.new_zeros(shape), None
+    # Private: pages handed back read as zeros after (a shared mapping keeps them, out of RSS).
+    m = mmap.mmap(-1, count * like.element_size(), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(AttributeError, OSError):  # no such advice on this system
+        m.madvise(mmap.MADV_NOHUGEPAGE)
+    return torch.frombuffer(m, dtype=like.dtype, count=count).view(shape), m
 
 
 def _slab_cache(config: Any, capacity: int, row_capacity: int = 0) -> Any:
