@@ -1005,6 +1005,7 @@ def _slab_layer_class() -> type:
             super().__init__()
             self.capacity, self.row_capacity = capacity, row_capacity
             self.rows = self.start = self.length = 0
+            self._maps: list[Any] = []  # the slab's own mappings (a CPU's); none for ``spare`` views
 
         def allocate(self, rows: int, keys: Any, values: Any, filled: int = 0, start: int = 0,
                      width: int | None = None) -> tuple[Any, Any]:
@@ -1120,7 +1121,7 @@ def _slab_layer_class() -> type:
             import mmap
 
             page = mmap.PAGESIZE
-            for slab, m in zip((self.slab_keys, self.slab_values), getattr(self, "_maps", ()), strict=False):
+            for slab, m in zip((self.slab_keys, self.slab_values), self._maps, strict=False):
                 size = slab.element_size()
                 for head in range(slab.shape[1]):
                     low = slab[slot, head].data_ptr() - slab.data_ptr()
@@ -1164,7 +1165,7 @@ def _slab_layer_class() -> type:
             # Rows ``spare`` pre-filled in place: already where they join, their padding zeroed.
             in_place = (spare_rows and other.start + other.length == self.start + self.length
                         and other.slab_keys.data_ptr() == self.slab_keys[rows].data_ptr())
-            # Room for the tokens still to come is not needed now: ``update`` makes it.
+            # Room for the tokens still to come is not needed now: ``_Batch.step`` makes it (``grow``).
             if not (in_place or (spare_rows and start >= 0 and start + length < self.slab_keys.shape[2])):
                 self._rebuild([(self.keys, self.values), (other.keys, other.values)], capacity, firsts)
                 return
